@@ -1,0 +1,218 @@
+"""Every option, from its keyword or its environment variable, parsed and validated once.
+
+A keyword wins over its environment variable. A bad value never raises: it is reported once,
+naming the option and what it accepts, and the default is used instead.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ._diagnostics import warn_once
+from ._hooks import Hook
+from ._redaction import DEFAULT_SENSITIVE_HEADERS, DEFAULT_SENSITIVE_QUERY_PARAMS
+from ._semconv import DEFAULT_KNOWN_METHODS, SemconvMode
+
+ENV_EXCLUDED_URLS = "OTEL_PYTHON_AIOHTTP_CLIENT_EXCLUDED_URLS"
+ENV_EXCLUDED_URLS_GENERIC = "OTEL_PYTHON_EXCLUDED_URLS"
+ENV_CAPTURE_REQUEST = "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_CLIENT_REQUEST"
+ENV_CAPTURE_RESPONSE = "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_CLIENT_RESPONSE"
+ENV_SANITIZE = "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS"
+ENV_KNOWN_METHODS = "OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS"
+ENV_SEMCONV = "OTEL_SEMCONV_STABILITY_OPT_IN"
+ENV_SENSITIVE_QUERY = "OTEL_PYTHON_AIOHTTP_CLIENT_SENSITIVE_QUERY_PARAMS"
+
+
+@dataclass(frozen=True)
+class Options:
+    """The parsed configuration of one trace config (or of one ``instrument()`` call)."""
+
+    tracer_provider: Any
+    meter_provider: Any
+    url_filter: Callable[[Any], str] | None
+    request_hook: Hook | None
+    response_hook: Hook | None
+    captured_request_headers: tuple[str, ...]
+    captured_response_headers: tuple[str, ...]
+    sensitive_headers: tuple[str, ...]
+    sensitive_query_params: tuple[str, ...]
+    excluded_urls: re.Pattern[str] | None
+    known_methods: frozenset[str]
+    semconv: SemconvMode
+
+
+def parse_options(
+    *,
+    url_filter: Any = None,
+    request_hook: Any = None,
+    response_hook: Any = None,
+    tracer_provider: Any = None,
+    meter_provider: Any = None,
+    captured_request_headers: Any = None,
+    captured_response_headers: Any = None,
+    sensitive_headers: Any = None,
+    sensitive_query_params: Any = None,
+    excluded_urls: Any = None,
+    known_methods: Any = None,
+    sem_conv_opt_in_mode: Any = None,
+    environ: Mapping[str, str] | None = None,
+) -> Options:
+    """Build :class:`Options` from keywords, falling back to the environment."""
+    env = os.environ if environ is None else environ
+    return Options(
+        tracer_provider=tracer_provider,
+        meter_provider=meter_provider,
+        url_filter=_callable_or_none("url_filter", url_filter, "a callable taking a yarl.URL"),
+        request_hook=_hook("request_hook", request_hook),
+        response_hook=_hook("response_hook", response_hook),
+        captured_request_headers=_patterns(
+            "captured_request_headers", captured_request_headers, env, ENV_CAPTURE_REQUEST, ()
+        ),
+        captured_response_headers=_patterns(
+            "captured_response_headers", captured_response_headers, env, ENV_CAPTURE_RESPONSE, ()
+        ),
+        sensitive_headers=_patterns(
+            "sensitive_headers", sensitive_headers, env, ENV_SANITIZE, DEFAULT_SENSITIVE_HEADERS
+        ),
+        sensitive_query_params=_names(
+            "sensitive_query_params",
+            sensitive_query_params,
+            env,
+            ENV_SENSITIVE_QUERY,
+            DEFAULT_SENSITIVE_QUERY_PARAMS,
+        ),
+        excluded_urls=_excluded_urls(excluded_urls, env),
+        known_methods=frozenset(
+            _names("known_methods", known_methods, env, ENV_KNOWN_METHODS, DEFAULT_KNOWN_METHODS)
+        ),
+        semconv=_semconv(sem_conv_opt_in_mode, env),
+    )
+
+
+def _split(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+def _list_value(option: str, value: Any, env: Mapping[str, str], var: str | None) -> Any:
+    """The keyword if given, else the environment variable's comma list, else ``None``."""
+    if value is not None:
+        if isinstance(value, str):
+            return _split(value)
+        if isinstance(value, (list, tuple, set, frozenset)) and all(
+            isinstance(item, str) for item in value
+        ):
+            return tuple(value)
+        warn_once(
+            f"option:{option}",
+            "aiohttp-otel: %s must be a list of strings or a comma-separated string, got %r; "
+            "using the default.",
+            option,
+            value,
+        )
+        return None
+    # An empty variable counts as unset, as everywhere in OpenTelemetry configuration.
+    if var is not None and env.get(var, "").strip():
+        return _split(env[var])
+    return None
+
+
+def _names(
+    option: str, value: Any, env: Mapping[str, str], var: str, default: Collection[str]
+) -> tuple[str, ...]:
+    parsed = _list_value(option, value, env, var)
+    return tuple(default) if parsed is None else tuple(parsed)
+
+
+def _patterns(
+    option: str, value: Any, env: Mapping[str, str], var: str, default: Sequence[str]
+) -> tuple[str, ...]:
+    parsed = _list_value(option, value, env, var)
+    if parsed is None:
+        return tuple(default)
+    valid = []
+    for pattern in parsed:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            warn_once(
+                f"option:{option}:{pattern}",
+                "aiohttp-otel: %s (or %s) entry %r is not a valid regular expression (%s); "
+                "it is ignored. Entries are header names or case-insensitive patterns, "
+                "for example 'content-type' or 'x-.*'.",
+                option,
+                var,
+                pattern,
+                exc,
+            )
+            continue
+        valid.append(pattern)
+    return tuple(valid)
+
+
+def _excluded_urls(value: Any, env: Mapping[str, str]) -> re.Pattern[str] | None:
+    parsed = _list_value("excluded_urls", value, env, ENV_EXCLUDED_URLS)
+    if parsed is None:
+        parsed = _list_value("excluded_urls", None, env, ENV_EXCLUDED_URLS_GENERIC)
+    if not parsed:
+        return None
+    valid = []
+    for pattern in parsed:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            warn_once(
+                f"option:excluded_urls:{pattern}",
+                "aiohttp-otel: excluded_urls (or %s / %s) entry %r is not a valid regular "
+                "expression (%s); it is ignored. Entries are patterns searched in the URL, "
+                "for example 'healthz' or '^https://internal\\.'.",
+                ENV_EXCLUDED_URLS,
+                ENV_EXCLUDED_URLS_GENERIC,
+                pattern,
+                exc,
+            )
+            continue
+        valid.append(pattern)
+    return re.compile("|".join(f"(?:{p})" for p in valid)) if valid else None
+
+
+def _semconv(keyword: Any, env: Mapping[str, str]) -> SemconvMode:
+    # Accept the official package's private ``_StabilityMode`` member as well as our strings.
+    if keyword is not None:
+        text = str(getattr(keyword, "value", keyword)).lower()
+        if text == "http/dup":
+            return SemconvMode.DUP
+        if text in ("http", "default"):
+            return SemconvMode.STABLE
+        warn_once(
+            "option:sem_conv_opt_in_mode",
+            "aiohttp-otel: sem_conv_opt_in_mode=%r is not one of 'http', 'http/dup'; "
+            "using 'http' (stable conventions).",
+            keyword,
+        )
+        return SemconvMode.STABLE
+    # The variable is shared by every instrumentation (e.g. "database,http/dup"): only the
+    # HTTP categories concern us, and "http/dup" wins over "http".
+    categories = _split(env.get(ENV_SEMCONV, ""))
+    return SemconvMode.DUP if "http/dup" in categories else SemconvMode.STABLE
+
+
+def _callable_or_none(option: str, value: Any, expected: str) -> Any:
+    if value is None or callable(value):
+        return value
+    warn_once(
+        f"option:{option}",
+        "aiohttp-otel: %s must be %s or None, got %r; it is ignored.",
+        option,
+        expected,
+        value,
+    )
+    return None
+
+
+def _hook(option: str, value: Any) -> Hook | None:
+    fn = _callable_or_none(option, value, "a callable taking (span, params)")
+    return None if fn is None else Hook(option, fn)

@@ -1,0 +1,140 @@
+"""The aiohttp TraceConfig: a table of signals, each handler a translation into one step.
+
+Handlers never raise into the user's request. A fault in our code or in the SDK is logged once
+and the request goes on untraced; a hook's fault is logged once and tracing goes on.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import aiohttp
+from opentelemetry.metrics import MeterProvider
+from opentelemetry.trace import TracerProvider
+
+from ._diagnostics import TRACED, report_fault
+from ._instrumentation import Instrumentation
+from ._options import parse_options
+from ._request import RequestTrace
+
+_Step = Callable[[RequestTrace, aiohttp.ClientSession, Any], "Awaitable[Any] | None"]
+
+#: Which step of the request state machine each aiohttp signal drives.
+SIGNALS: tuple[tuple[str, _Step], ...] = (
+    ("on_request_start", RequestTrace.start),
+    ("on_connection_queued_start", RequestTrace.begin_attempt),
+    ("on_connection_create_start", RequestTrace.begin_attempt),
+    ("on_connection_reuseconn", RequestTrace.begin_attempt),
+    ("on_request_headers_sent", RequestTrace.headers_sent),
+    ("on_request_redirect", RequestTrace.redirect),
+    ("on_request_end", RequestTrace.end),
+    ("on_request_exception", RequestTrace.exception),
+)
+
+
+def _handler(step: _Step) -> Callable[[aiohttp.ClientSession, RequestTrace, Any], Awaitable[None]]:
+    name = step.__name__
+
+    async def handle(session: aiohttp.ClientSession, request: RequestTrace, params: Any) -> None:
+        try:
+            pending = step(request, session, params)
+        except Exception as exc:
+            report_fault(f"handler {name}", exc)
+            request.abandon()
+            return
+        if pending is not None:
+            try:
+                await pending
+            except Exception as exc:
+                report_fault("hook", exc, TRACED)
+
+    handle.__name__ = handle.__qualname__ = f"_on_{name}"
+    return handle
+
+
+_HANDLERS = tuple((signal, _handler(step)) for signal, step in SIGNALS)
+
+
+class OtelTraceConfig(aiohttp.TraceConfig):
+    """An :class:`aiohttp.TraceConfig` that traces requests with OpenTelemetry."""
+
+    def __init__(self, instrumentation: Instrumentation) -> None:
+        super().__init__(
+            trace_config_ctx_factory=functools.partial(RequestTrace, instrumentation)  # type: ignore[arg-type]
+        )
+        self.instrumentation = instrumentation
+        for signal, handler in _HANDLERS:
+            getattr(self, signal).append(handler)
+
+
+def create_trace_config(
+    url_filter: Callable[[Any], str] | None = None,
+    request_hook: Callable[..., Any] | None = None,
+    response_hook: Callable[..., Any] | None = None,
+    tracer_provider: TracerProvider | None = None,
+    meter_provider: MeterProvider | None = None,
+    sem_conv_opt_in_mode: Any = None,
+    captured_request_headers: Sequence[str] | str | None = None,
+    captured_response_headers: Sequence[str] | str | None = None,
+    sensitive_headers: Sequence[str] | str | None = None,
+    *,
+    sensitive_query_params: Sequence[str] | str | None = None,
+    excluded_urls: Sequence[str] | str | None = None,
+    known_methods: Sequence[str] | str | None = None,
+) -> aiohttp.TraceConfig:
+    """Create a TraceConfig that traces every request of the sessions it is given to.
+
+    The keywords are those of ``opentelemetry-instrumentation-aiohttp-client``, plus ours.
+    Options not given are read from the environment, once, here.
+
+    Example::
+
+        import aiohttp
+        from aiohttp_otel import create_trace_config
+
+        async with aiohttp.ClientSession(trace_configs=[create_trace_config()]) as session:
+            async with session.get("http://localhost:8080/") as response:
+                await response.text()
+
+    :param url_filter: ``url -> str``, applied to the request URL before redaction, to build
+        ``url.full``. Example: ``lambda url: str(url.with_query(None))``.
+    :param request_hook: ``(span, params)`` or ``(span, params, trace_request_ctx)``, sync or
+        async: called when the first hop's span starts (``TraceRequestStartParams``), and for each
+        later hop when its headers are sent (``TraceRequestHeadersSentParams``).
+    :param response_hook: same shape, called before each hop's span ends (also on error).
+    :param tracer_provider: defaults to the global one.
+    :param meter_provider: defaults to the global one.
+    :param sem_conv_opt_in_mode: ``"http"`` (stable, the default) or ``"http/dup"`` (stable plus
+        the pre-1.21 names); default from ``OTEL_SEMCONV_STABILITY_OPT_IN``.
+    :param captured_request_headers: header names or case-insensitive patterns to record as
+        ``http.request.header.<name>``; default from
+        ``OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_CLIENT_REQUEST``.
+    :param captured_response_headers: likewise for ``http.response.header.<name>``.
+    :param sensitive_headers: patterns whose captured values become ``[REDACTED]``; replaces
+        :data:`DEFAULT_SENSITIVE_HEADERS`; default from
+        ``OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS``.
+    :param sensitive_query_params: query keys whose values become ``REDACTED`` in ``url.full``;
+        replaces :data:`DEFAULT_SENSITIVE_QUERY_PARAMS`.
+    :param excluded_urls: patterns searched in the URL; a match means no span, no metric and no
+        injected headers. Default from ``OTEL_PYTHON_AIOHTTP_CLIENT_EXCLUDED_URLS``, then
+        ``OTEL_PYTHON_EXCLUDED_URLS``.
+    :param known_methods: methods kept as they are; others are recorded as ``_OTHER``. Default
+        from ``OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS``.
+    """
+    options = parse_options(
+        url_filter=url_filter,
+        request_hook=request_hook,
+        response_hook=response_hook,
+        tracer_provider=tracer_provider,
+        meter_provider=meter_provider,
+        sem_conv_opt_in_mode=sem_conv_opt_in_mode,
+        captured_request_headers=captured_request_headers,
+        captured_response_headers=captured_response_headers,
+        sensitive_headers=sensitive_headers,
+        sensitive_query_params=sensitive_query_params,
+        excluded_urls=excluded_urls,
+        known_methods=known_methods,
+    )
+    return OtelTraceConfig(Instrumentation(options))

@@ -1,0 +1,306 @@
+"""Shared servers and span-tree helpers.
+
+Every test talks to real aiohttp servers on loopback (HTTP, and HTTPS with a CA made here),
+through the real OpenTelemetry SDK with in-memory exporters. A ledger processor counts the
+spans that start and end, and every test fails if one is left open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import ssl
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import pytest
+import trustme
+from aiohttp import web
+from opentelemetry import context as otel_context
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from aiohttp_otel import _diagnostics, create_trace_config
+
+# -- telemetry -------------------------------------------------------------------------------
+
+
+class SpanLedger(SpanProcessor):
+    """Counts starts and ends per span, so a test can prove every span ended exactly once."""
+
+    def __init__(self) -> None:
+        self.started: dict[int, str] = {}
+        self.ended: dict[int, int] = {}
+
+    def on_start(self, span: Span, parent_context: Any = None) -> None:
+        self.started[span.context.span_id] = span.name
+
+    def on_end(self, span: ReadableSpan) -> None:
+        sid = span.context.span_id
+        self.ended[sid] = self.ended.get(sid, 0) + 1
+
+    def open_spans(self) -> list[str]:
+        return [name for sid, name in self.started.items() if sid not in self.ended]
+
+    def ended_twice(self) -> list[str]:
+        return [self.started.get(sid, "?") for sid, n in self.ended.items() if n > 1]
+
+
+@dataclass
+class Telemetry:
+    exporter: InMemorySpanExporter
+    ledger: SpanLedger
+    tracer_provider: TracerProvider
+    metric_reader: InMemoryMetricReader
+    meter_provider: MeterProvider
+
+    def spans(self) -> list[ReadableSpan]:
+        return sorted(self.exporter.get_finished_spans(), key=lambda s: s.start_time or 0)
+
+    def client_spans(self) -> list[ReadableSpan]:
+        from opentelemetry.trace import SpanKind
+
+        return [s for s in self.spans() if s.kind is SpanKind.CLIENT]
+
+    def only_span(self) -> ReadableSpan:
+        spans = self.spans()
+        assert len(spans) == 1, [s.name for s in spans]
+        return spans[0]
+
+    def metric_points(self, name: str) -> list[Any]:
+        data = self.metric_reader.get_metrics_data()
+        points: list[Any] = []
+        if data is None:
+            return points
+        for rm in data.resource_metrics:
+            for sm in rm.scope_metrics:
+                for metric in sm.metrics:
+                    if metric.name == name:
+                        points.extend(metric.data.data_points)
+        return points
+
+
+@pytest.fixture
+def telemetry() -> Iterator[Telemetry]:
+    exporter = InMemorySpanExporter()
+    ledger = SpanLedger()
+    provider = TracerProvider()
+    provider.add_span_processor(ledger)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    reader = InMemoryMetricReader()
+    yield Telemetry(exporter, ledger, provider, reader, MeterProvider(metric_readers=[reader]))
+    assert ledger.open_spans() == [], "spans started but never ended"
+    assert ledger.ended_twice() == [], "spans ended more than once"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_diagnostics() -> None:
+    _diagnostics.reset_for_tests()
+
+
+@pytest.fixture(autouse=True)
+def _context_is_untouched() -> Iterator[None]:
+    """Whatever a test does, the ambient OpenTelemetry context it ends with is the one it had."""
+    before = otel_context.get_current()
+    yield
+    assert otel_context.get_current() == before
+
+
+# -- TLS -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Tls:
+    ca: trustme.CA
+    server: ssl.SSLContext
+    client: ssl.SSLContext
+
+
+@pytest.fixture(scope="session")
+def tls() -> Tls:
+    ca = trustme.CA()
+    cert = ca.issue_cert("localhost", "127.0.0.1", "::1")
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(server)
+    client = ssl.create_default_context()
+    ca.configure_trust(client)
+    return Tls(ca, server, client)
+
+
+# -- servers ---------------------------------------------------------------------------------
+
+
+async def _ok(request: web.Request) -> web.Response:
+    await request.read()
+    return web.Response(text="ok")
+
+
+async def _status(request: web.Request) -> web.Response:
+    code = int(request.match_info["code"])
+    return web.Response(status=code, text=f"status {code}", headers={"X-Answer": str(code)})
+
+
+async def _redirect(request: web.Request) -> web.Response:
+    hops = int(request.match_info["n"])
+    target = "/ok" if hops <= 1 else f"/redirect/{hops - 1}"
+    code = int(request.query.get("code", "302"))
+    return web.Response(status=code, headers={"Location": target})
+
+
+async def _redirect_to(request: web.Request) -> web.Response:
+    return web.Response(status=302, headers={"Location": request.query["to"]})
+
+
+async def _loop(request: web.Request) -> web.Response:
+    return web.Response(status=302, headers={"Location": "/loop"})
+
+
+async def _no_location(request: web.Request) -> web.Response:
+    return web.Response(status=302, text="nowhere to go")
+
+
+async def _headers(request: web.Request) -> web.Response:
+    return web.json_response(dict(request.headers.items()))
+
+
+async def _slow(request: web.Request) -> web.Response:
+    await asyncio.sleep(float(request.query.get("delay", "1")))
+    return web.Response(text="slow")
+
+
+async def _cookie(request: web.Request) -> web.Response:
+    response = web.Response(text="cookie", headers={"WWW-Authenticate": "Basic realm=x"})
+    response.set_cookie("session", "s3cret")
+    return response
+
+
+def make_app() -> web.Application:
+    app = web.Application()
+    app.router.add_route("*", "/ok", _ok)
+    app.router.add_route("*", "/status/{code}", _status)
+    app.router.add_route("*", "/redirect/{n}", _redirect)
+    app.router.add_get("/redirect-to", _redirect_to)
+    app.router.add_get("/loop", _loop)
+    app.router.add_get("/no-location", _no_location)
+    app.router.add_get("/headers", _headers)
+    app.router.add_get("/slow", _slow)
+    app.router.add_get("/cookie", _cookie)
+    return app
+
+
+@dataclass
+class Server:
+    scheme: str
+    host: str
+    port: int
+    requests: list[web.Request] = field(default_factory=list)
+
+    def url(self, path: str = "/ok", host: str | None = None) -> str:
+        return f"{self.scheme}://{host or self.host}:{self.port}{path}"
+
+
+@contextlib.asynccontextmanager
+async def serve(
+    app: web.Application, ssl_context: ssl.SSLContext | None = None, host: str = "127.0.0.1"
+) -> AsyncIterator[Server]:
+    # In-flight slow handlers must not hold up teardown.
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
+    await runner.setup()
+    site = web.TCPSite(runner, host, 0, ssl_context=ssl_context)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield Server(
+            "https" if ssl_context else "http", "localhost" if host == "127.0.0.1" else host, port
+        )
+    finally:
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def http_server() -> AsyncIterator[Server]:
+    async with serve(make_app()) as server:
+        yield server
+
+
+@pytest.fixture
+async def https_server(tls: Tls) -> AsyncIterator[Server]:
+    async with serve(make_app(), tls.server) as server:
+        yield server
+
+
+@pytest.fixture(params=["http", "https"])
+async def server(request: pytest.FixtureRequest, tls: Tls) -> AsyncIterator[Server]:
+    """Both schemes: tests using this run once over HTTP and once over HTTPS."""
+    async with serve(make_app(), tls.server if request.param == "https" else None) as srv:
+        yield srv
+
+
+# -- client sessions -------------------------------------------------------------------------
+
+SessionFactory = Callable[..., aiohttp.ClientSession]
+
+
+@pytest.fixture
+async def make_session(telemetry: Telemetry, tls: Tls) -> AsyncIterator[SessionFactory]:
+    """Build sessions traced by a fresh trace config; options go to ``create_trace_config``."""
+    sessions: list[aiohttp.ClientSession] = []
+
+    def factory(
+        *,
+        connector_kwargs: dict[str, Any] | None = None,
+        session_kwargs: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> aiohttp.ClientSession:
+        options.setdefault("tracer_provider", telemetry.tracer_provider)
+        options.setdefault("meter_provider", telemetry.meter_provider)
+        connector = aiohttp.TCPConnector(ssl=tls.client, **(connector_kwargs or {}))
+        session = aiohttp.ClientSession(
+            connector=connector,
+            trace_configs=[create_trace_config(**options)],
+            **(session_kwargs or {}),
+        )
+        sessions.append(session)
+        return session
+
+    yield factory
+    for session in sessions:
+        await session.close()
+
+
+@pytest.fixture
+async def bare_session(tls: Tls) -> AsyncIterator[aiohttp.ClientSession]:
+    """An uninstrumented session, to compare what the user sees with and without us."""
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=tls.client)) as session:
+        yield session
+
+
+async def fetch(
+    session: aiohttp.ClientSession, url: str, method: str = "GET", **kwargs: Any
+) -> tuple[int, str]:
+    async with session.request(method, url, **kwargs) as response:
+        return response.status, await response.text()
+
+
+def attrs(span: ReadableSpan) -> dict[str, Any]:
+    return dict(span.attributes or {})
+
+
+def parse_traceparent(value: str) -> tuple[str, str]:
+    """``(trace_id, span_id)`` as hex strings."""
+    _, trace_id, span_id, _ = value.split("-")
+    return trace_id, span_id
+
+
+def span_ids(span: ReadableSpan) -> tuple[str, str]:
+    return format(span.context.trace_id, "032x"), format(span.context.span_id, "016x")
+
+
+def echoed_headers(body: str) -> dict[str, str]:
+    return json.loads(body)  # type: ignore[no-any-return]
