@@ -69,9 +69,27 @@ class Telemetry:
         return [s for s in self.spans() if s.kind is SpanKind.CLIENT]
 
     def only_span(self) -> ReadableSpan:
-        spans = self.spans()
-        assert len(spans) == 1, [s.name for s in spans]
+        """The one CLIENT span of a one-request test (phase spans may sit beside it)."""
+        spans = self.client_spans()
+        assert len(spans) == 1, [s.name for s in self.spans()]
         return spans[0]
+
+    def children(self, parent: ReadableSpan) -> list[ReadableSpan]:
+        return [s for s in self.spans() if s.parent and s.parent.span_id == parent.context.span_id]
+
+    def tree(self) -> list[tuple[int, str]]:
+        """The span tree as (depth, name) in start order: what a trace view shows."""
+        spans = self.spans()
+        by_id = {s.context.span_id: s for s in spans}
+
+        def depth(span: ReadableSpan) -> int:
+            n = 0
+            while span.parent is not None and span.parent.span_id in by_id:
+                span = by_id[span.parent.span_id]
+                n += 1
+            return n
+
+        return [(depth(s), s.name) for s in spans]
 
     def metric_points(self, name: str) -> list[Any]:
         data = self.metric_reader.get_metrics_data()

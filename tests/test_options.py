@@ -149,6 +149,7 @@ async def test_a_bad_keyword_warns_once_and_the_request_is_traced_with_the_defau
         "network.protocol.version": "1.1",
         "network.peer.address": "127.0.0.1",
         "network.peer.port": http_server.port,
+        "http.response.body.size": 2,
     }
 
 
@@ -378,7 +379,13 @@ async def test_excluded_urls_env_var_means_no_span_no_metric_no_header(
     assert await fetch(session, server.url("/ok")) == (200, "ok")
     [span] = telemetry.spans()
     assert attrs(span)["url.full"] == server.url("/ok")
-    assert [name for name, _ in all_metric_points(telemetry)] == [DURATION]
+    # The traced request reused a connection that untraced requests opened: no connection,
+    # DNS or queue metric, only the request's own.
+    assert sorted(name for name, _ in all_metric_points(telemetry)) == [
+        "http.client.active_requests",
+        DURATION,
+        "http.client.response.body.size",
+    ]
 
 
 async def test_excluded_urls_keyword(
@@ -435,7 +442,10 @@ async def test_the_aiohttp_specific_excluded_urls_wins_over_the_generic_one(
     _, body = await fetch(session, http_server.url("/headers"))
 
     assert "traceparent" not in echoed_headers(body)
-    assert [attrs(s)["url.full"] for s in telemetry.spans()] == [http_server.url("/status/200")]
+    [client] = telemetry.client_spans()
+    assert attrs(client)["url.full"] == http_server.url("/status/200")
+    # The excluded request made no span at all: the phase spans here are the traced one's.
+    assert {s.context.trace_id for s in telemetry.spans()} == {client.context.trace_id}
 
 
 async def test_an_empty_aiohttp_excluded_urls_falls_back_to_the_generic_one(

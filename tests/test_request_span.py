@@ -27,4 +27,5 @@ async def test_get_makes_one_client_span_with_the_stable_attributes(
         "network.protocol.version": "1.1",
         "network.peer.address": "127.0.0.1",
         "network.peer.port": server.port,
+        "http.response.body.size": 2,
     }

@@ -35,7 +35,8 @@ def _no_semconv_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(ENV_SEMCONV, raising=False)
 
 
-def stable_attributes(server: Server, path: str = "/ok") -> dict[str, Any]:
+def stable_attributes(server: Server, path: str = "/ok", body_size: int = 2) -> dict[str, Any]:
+    """The CLIENT span's attributes for a GET of ``path``; the ``/ok`` body is ``ok``."""
     return {
         "http.request.method": "GET",
         "url.full": server.url(path),
@@ -46,12 +47,13 @@ def stable_attributes(server: Server, path: str = "/ok") -> dict[str, Any]:
         "network.protocol.version": "1.1",
         "network.peer.address": "127.0.0.1",
         "network.peer.port": server.port,
+        "http.response.body.size": body_size,
     }
 
 
-def dup_attributes(server: Server, path: str = "/ok") -> dict[str, Any]:
+def dup_attributes(server: Server, path: str = "/ok", body_size: int = 2) -> dict[str, Any]:
     return {
-        **stable_attributes(server, path),
+        **stable_attributes(server, path, body_size),
         "http.method": "GET",
         "http.url": server.url(path),
         "http.status_code": 200,
@@ -142,7 +144,7 @@ async def test_http_dup_on_an_error_status(
     await fetch(session, http_server.url("/status/404"))
 
     assert attrs(telemetry.only_span()) == {
-        **dup_attributes(http_server, "/status/404"),
+        **dup_attributes(http_server, "/status/404", body_size=len("status 404")),
         "http.response.status_code": 404,
         "http.status_code": 404,
         "error.type": "404",

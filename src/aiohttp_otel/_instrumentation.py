@@ -6,37 +6,22 @@ up configuration.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 from opentelemetry.metrics import get_meter
 from opentelemetry.trace import get_tracer
-from opentelemetry.util.types import AttributeValue
 from yarl import URL
 
 from . import _semconv as sc
+from ._body import install_body_probe
+from ._connections import install_lifecycle_probe
 from ._connector import install_connection_probe
+from ._metrics import Instruments
 from ._options import Options
+from ._phases import EventPhases, SpanPhases
 from ._redaction import HeaderCapture, UrlRedactor
 from ._version import __version__
 
 SCOPE_NAME = "aiohttp_otel"
 SCHEMA_URL = "https://opentelemetry.io/schemas/1.27.0"
-
-# Stable HTTP client duration buckets (seconds), from the semantic conventions.
-DURATION_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10)
-# The pre-1.21 http.client.duration buckets (milliseconds).
-DURATION_BUCKETS_MS = (0, 5, 10, 25, 50, 75, 100, 250, 500, 750, 1000, 2500, 5000, 7500, 10000)
-
-# Stable metric attribute -> its pre-1.21 name; stable-only names (error.type) are dropped so
-# the old series keeps the keys its dashboards were built on.
-_OLD_METRIC_NAMES = {
-    sc.HTTP_REQUEST_METHOD: sc.OLD_HTTP_METHOD,
-    sc.HTTP_RESPONSE_STATUS_CODE: sc.OLD_HTTP_STATUS_CODE,
-    sc.SERVER_ADDRESS: sc.OLD_NET_PEER_NAME,
-    sc.SERVER_PORT: sc.OLD_NET_PEER_PORT,
-    sc.URL_SCHEME: "http.scheme",
-    sc.NETWORK_PROTOCOL_VERSION: "http.flavor",
-}
 
 
 class Instrumentation:
@@ -50,23 +35,8 @@ class Instrumentation:
             SCOPE_NAME, __version__, options.tracer_provider, schema_url=SCHEMA_URL
         )
         meter = get_meter(SCOPE_NAME, __version__, options.meter_provider, schema_url=SCHEMA_URL)
-        self.duration = meter.create_histogram(
-            "http.client.request.duration",
-            unit="s",
-            description="Duration of HTTP client requests.",
-            explicit_bucket_boundaries_advisory=list(DURATION_BUCKETS_S),
-        )
         self.dup = options.semconv is sc.SemconvMode.DUP
-        self.old_duration = (
-            meter.create_histogram(
-                "http.client.duration",
-                unit="ms",
-                description="Measures the duration of the outbound HTTP request.",
-                explicit_bucket_boundaries_advisory=list(DURATION_BUCKETS_MS),
-            )
-            if self.dup
-            else None
-        )
+        self.instruments = Instruments(meter, dup=self.dup)
         self.methods = sc.MethodTable(options.known_methods)
         self.excluded_urls = options.excluded_urls
         self.request_hook = options.request_hook
@@ -79,18 +49,24 @@ class Instrumentation:
         self.response_headers = _capture(
             "http.response.header.", options.captured_response_headers, options.sensitive_headers
         )
+        self.phase_recorder: SpanPhases | EventPhases | None = (
+            SpanPhases(self.tracer)
+            if options.phases == "spans"
+            else EventPhases()
+            if options.phases == "events"
+            else None
+        )
+        self.chunk_events = options.chunk_events
+        self.max_chunk_events = options.max_chunk_events
+        self.end_at_body = options.span_end == "body"
         install_connection_probe()
+        install_lifecycle_probe()
+        install_body_probe()
 
     def url_full(self, url: URL) -> str:
         """``url.full``: the user's ``url_filter`` first, then our redaction."""
         text = str(url) if self._url_filter is None else str(self._url_filter(url))
         return self._redact(text)
-
-    def record_duration(self, elapsed_ns: int, attributes: Mapping[str, AttributeValue]) -> None:
-        self.duration.record(elapsed_ns / 1e9, attributes)
-        if self.old_duration is not None:
-            old = {_OLD_METRIC_NAMES[k]: v for k, v in attributes.items() if k in _OLD_METRIC_NAMES}
-            self.old_duration.record(elapsed_ns / 1e6, old)
 
 
 def _capture(

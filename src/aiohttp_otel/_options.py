@@ -25,6 +25,14 @@ ENV_SANITIZE = "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS"
 ENV_KNOWN_METHODS = "OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS"
 ENV_SEMCONV = "OTEL_SEMCONV_STABILITY_OPT_IN"
 ENV_SENSITIVE_QUERY = "OTEL_PYTHON_AIOHTTP_CLIENT_SENSITIVE_QUERY_PARAMS"
+ENV_PHASES = "OTEL_PYTHON_AIOHTTP_CLIENT_PHASES"
+ENV_CHUNK_EVENTS = "OTEL_PYTHON_AIOHTTP_CLIENT_CHUNK_EVENTS"
+ENV_MAX_CHUNK_EVENTS = "OTEL_PYTHON_AIOHTTP_CLIENT_MAX_CHUNK_EVENTS"
+ENV_SPAN_END = "OTEL_PYTHON_AIOHTTP_CLIENT_SPAN_END"
+
+PHASES_CHOICES = ("spans", "events", "off")
+SPAN_END_CHOICES = ("body", "headers")
+DEFAULT_MAX_CHUNK_EVENTS = 64
 
 
 @dataclass(frozen=True)
@@ -43,6 +51,10 @@ class Options:
     excluded_urls: re.Pattern[str] | None
     known_methods: frozenset[str]
     semconv: SemconvMode
+    phases: str
+    chunk_events: bool
+    max_chunk_events: int
+    span_end: str
 
 
 def parse_options(
@@ -59,6 +71,10 @@ def parse_options(
     excluded_urls: Any = None,
     known_methods: Any = None,
     sem_conv_opt_in_mode: Any = None,
+    phases: Any = None,
+    chunk_events: Any = None,
+    max_chunk_events: Any = None,
+    span_end: Any = None,
     environ: Mapping[str, str] | None = None,
 ) -> Options:
     """Build :class:`Options` from keywords, falling back to the environment."""
@@ -90,7 +106,83 @@ def parse_options(
             _names("known_methods", known_methods, env, ENV_KNOWN_METHODS, DEFAULT_KNOWN_METHODS)
         ),
         semconv=_semconv(sem_conv_opt_in_mode, env),
+        phases=_choice("phases", phases, env, ENV_PHASES, PHASES_CHOICES),
+        chunk_events=_flag("chunk_events", chunk_events, env, ENV_CHUNK_EVENTS, default=True),
+        max_chunk_events=_count(
+            "max_chunk_events",
+            max_chunk_events,
+            env,
+            ENV_MAX_CHUNK_EVENTS,
+            DEFAULT_MAX_CHUNK_EVENTS,
+        ),
+        span_end=_choice("span_end", span_end, env, ENV_SPAN_END, SPAN_END_CHOICES),
     )
+
+
+def _raw(value: Any, env: Mapping[str, str], var: str) -> tuple[Any, str]:
+    """The keyword, else the environment variable; and which of the two it came from."""
+    if value is not None:
+        return value, "keyword"
+    text = env.get(var, "").strip()
+    return (text, "env") if text else (None, "")
+
+
+def _bad_value(option: str, var: str, value: Any, accepted: str, default: Any) -> None:
+    warn_once(
+        f"option:{option}:{value!r}",
+        "aiohttp-otel: %s (or %s) = %r is not valid; accepted: %s. Using the default, %r.",
+        option,
+        var,
+        value,
+        accepted,
+        default,
+    )
+
+
+def _choice(
+    option: str, value: Any, env: Mapping[str, str], var: str, choices: tuple[str, ...]
+) -> str:
+    raw, _ = _raw(value, env, var)
+    if raw is None:
+        return choices[0]
+    text = str(raw).strip().lower()
+    if text in choices:
+        return text
+    _bad_value(option, var, raw, ", ".join(choices), choices[0])
+    return choices[0]
+
+
+_TRUE = ("true", "1", "yes", "on")
+_FALSE = ("false", "0", "no", "off")
+
+
+def _flag(option: str, value: Any, env: Mapping[str, str], var: str, *, default: bool) -> bool:
+    raw, _ = _raw(value, env, var)
+    if raw is None:
+        return default
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    _bad_value(option, var, raw, "true or false (also 1/0, yes/no, on/off)", default)
+    return default
+
+
+def _count(option: str, value: Any, env: Mapping[str, str], var: str, default: int) -> int:
+    raw, _ = _raw(value, env, var)
+    if raw is None:
+        return default
+    try:
+        number = int(raw) if not isinstance(raw, bool) else -1
+    except (TypeError, ValueError):
+        number = -1
+    if number >= 0:
+        return number
+    _bad_value(option, var, raw, "a whole number, 0 or more", default)
+    return default
 
 
 def _split(value: str) -> tuple[str, ...]:

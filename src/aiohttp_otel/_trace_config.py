@@ -24,10 +24,16 @@ _Step = Callable[[RequestTrace, aiohttp.ClientSession, Any], "Awaitable[Any] | N
 #: Which step of the request state machine each aiohttp signal drives.
 SIGNALS: tuple[tuple[str, _Step], ...] = (
     ("on_request_start", RequestTrace.start),
-    ("on_connection_queued_start", RequestTrace.begin_attempt),
-    ("on_connection_create_start", RequestTrace.begin_attempt),
-    ("on_connection_reuseconn", RequestTrace.begin_attempt),
+    ("on_connection_queued_start", RequestTrace.queued_start),
+    ("on_connection_queued_end", RequestTrace.queued_end),
+    ("on_connection_create_start", RequestTrace.create_start),
+    ("on_connection_create_end", RequestTrace.create_end),
+    ("on_connection_reuseconn", RequestTrace.reuse),
+    ("on_dns_resolvehost_start", RequestTrace.dns_start),
+    ("on_dns_resolvehost_end", RequestTrace.dns_end),
+    ("on_dns_cache_hit", RequestTrace.dns_cache_hit),
     ("on_request_headers_sent", RequestTrace.headers_sent),
+    ("on_request_chunk_sent", RequestTrace.chunk_sent),
     ("on_request_redirect", RequestTrace.redirect),
     ("on_request_end", RequestTrace.end),
     ("on_request_exception", RequestTrace.exception),
@@ -83,6 +89,10 @@ def create_trace_config(
     sensitive_query_params: Sequence[str] | str | None = None,
     excluded_urls: Sequence[str] | str | None = None,
     known_methods: Sequence[str] | str | None = None,
+    phases: str | None = None,
+    chunk_events: bool | str | None = None,
+    max_chunk_events: int | str | None = None,
+    span_end: str | None = None,
 ) -> aiohttp.TraceConfig:
     """Create a TraceConfig that traces every request of the sessions it is given to.
 
@@ -122,6 +132,17 @@ def create_trace_config(
         ``OTEL_PYTHON_EXCLUDED_URLS``.
     :param known_methods: methods kept as they are; others are recorded as ``_OTHER``. Default
         from ``OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS``.
+    :param phases: ``"spans"`` (default): connection phases as child spans; ``"events"``: the
+        same data as events on the one CLIENT span; ``"off"``. Default from
+        ``OTEL_PYTHON_AIOHTTP_CLIENT_PHASES``.
+    :param chunk_events: record body chunks as span events (default true). Default from
+        ``OTEL_PYTHON_AIOHTTP_CLIENT_CHUNK_EVENTS``.
+    :param max_chunk_events: at most this many chunk events per direction per span (default
+        64); sizes are counted past the cap. Default from
+        ``OTEL_PYTHON_AIOHTTP_CLIENT_MAX_CHUNK_EVENTS``.
+    :param span_end: ``"body"`` (default): the CLIENT span ends when the body is over;
+        ``"headers"``: when the response headers arrive. Default from
+        ``OTEL_PYTHON_AIOHTTP_CLIENT_SPAN_END``.
     """
     options = parse_options(
         url_filter=url_filter,
@@ -136,5 +157,9 @@ def create_trace_config(
         sensitive_query_params=sensitive_query_params,
         excluded_urls=excluded_urls,
         known_methods=known_methods,
+        phases=phases,
+        chunk_events=chunk_events,
+        max_chunk_events=max_chunk_events,
+        span_end=span_end,
     )
     return OtelTraceConfig(Instrumentation(options))

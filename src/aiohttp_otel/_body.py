@@ -1,0 +1,146 @@
+"""Watching a response body arrive, since aiohttp 3.x signals neither its chunks nor its end.
+
+``on_response_chunk_received`` fires only from ``read()``, once, with the whole body, and never
+for ``resp.content`` reads. What every read path has in common is the stream the connection
+feeds, so ``StreamReader.feed_data`` (and ``set_exception``, for a body cut short) are wrapped
+once per process. A wrapped call costs one check of an empty dict unless a traced response is
+being received.
+
+A watched response ends its span at whichever comes first:
+
+* network EOF (``StreamReader.on_eof``, public): the whole body has arrived;
+* ``release()`` or ``close()`` by the caller (``async with`` calls ``release()``);
+* the stream failing (reset, truncated body): an error;
+* the connection closed under it (the session closed mid-body) or the response being
+  garbage-collected unreleased: then at its last activity, so the span never counts the time
+  the object sat waiting for the collector.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from aiohttp.client_proto import ResponseHandler
+from aiohttp.streams import StreamReader
+
+from ._diagnostics import report_fault
+
+if TYPE_CHECKING:
+    from ._request import RequestTrace
+
+#: id(stream) -> the request whose body it carries; only while the body is being received.
+_receiving: dict[int, RequestTrace] = {}
+
+_ORIGINAL_ATTR = "__aiohttp_otel_original__"
+
+
+def install_body_probe() -> None:
+    """Wrap ``StreamReader.feed_data`` and ``set_exception`` once; later calls are no-ops."""
+    feed_data = StreamReader.feed_data
+    if hasattr(feed_data, _ORIGINAL_ATTR):
+        return
+    set_exception = StreamReader.set_exception
+
+    def traced_feed_data(self: StreamReader, data: bytes, *args: Any, **kwargs: Any) -> Any:
+        result = feed_data(self, data, *args, **kwargs)
+        if _receiving and data:
+            request = _receiving.get(id(self))
+            if request is not None:
+                _guarded(request.body_chunk, len(data))
+        return result
+
+    def traced_set_exception(self: StreamReader, exc: BaseException, *args: Any, **kw: Any) -> Any:
+        result = set_exception(self, exc, *args, **kw)
+        if _receiving:
+            request = _receiving.get(id(self))
+            if request is not None:
+                _guarded(request.body_failed, exc)
+        return result
+
+    setattr(traced_feed_data, _ORIGINAL_ATTR, feed_data)
+    setattr(traced_set_exception, _ORIGINAL_ATTR, set_exception)
+    StreamReader.feed_data = traced_feed_data  # type: ignore[method-assign]
+    StreamReader.set_exception = traced_set_exception  # type: ignore[method-assign]
+    # Closing a connection drops its payload without failing it: the body is cut off.
+    for name in ("close", "abort"):
+        setattr(ResponseHandler, name, _cutting_off(getattr(ResponseHandler, name)))
+
+
+def _cutting_off(close: Callable[[ResponseHandler], None]) -> Callable[[ResponseHandler], None]:
+    def traced_close(self: ResponseHandler) -> None:
+        if _receiving:
+            payload = getattr(self, "_payload", None)
+            request = None if payload is None else _receiving.get(id(payload))
+            if request is not None:
+                _guarded(request.body_abandoned)
+        close(self)
+
+    setattr(traced_close, _ORIGINAL_ATTR, close)
+    return traced_close
+
+
+def is_complete(response: Any) -> bool:
+    """True when nothing more will arrive: the body is in (or there is none), or it is a
+    websocket handshake, whose span ends at the handshake."""
+    if response.status == 101 or response.connection is None:
+        return True
+    content = response.content
+    return bool(content.is_eof())
+
+
+def received_size(response: Any) -> int | None:
+    """Body bytes received so far, as on the wire (compressed, when it was)."""
+    content = getattr(response, "content", None)
+    if content is None:
+        return None
+    size = getattr(content, "total_raw_bytes", None)  # aiohttp >= 3.13
+    if size is None:
+        size = getattr(content, "total_bytes", None)
+    return size if isinstance(size, int) else None
+
+
+def watch(request: RequestTrace, response: Any) -> Callable[[], None]:
+    """Follow ``response`` until its body is over; return the function that stops watching."""
+    content = response.content
+    key = id(content)
+    _receiving[key] = request
+    already = getattr(content, "total_bytes", 0)
+    if already:  # what arrived with the headers, before the watch began
+        request.body_chunk(already)
+    content.on_eof(request.body_received)
+    owner = weakref.ref(response)
+    for name in ("release", "close"):
+        setattr(response, name, _ending(owner, name, request))
+    finalizer = weakref.finalize(response, request.body_abandoned)
+
+    def unwatch() -> None:
+        _receiving.pop(key, None)
+        finalizer.detach()
+
+    return unwatch
+
+
+def _ending(owner: weakref.ref[Any], name: str, request: RequestTrace) -> Callable[..., Any]:
+    """``response.release``/``close`` that end the span first, then do what they always did.
+
+    It holds the response weakly: a strong reference would make a cycle and keep an
+    unreleased response (and its span) alive until the cycle collector runs.
+    """
+
+    def end_then_call(*args: Any, **kwargs: Any) -> Any:
+        _guarded(request.body_released)
+        response = owner()
+        if response is None:
+            return None
+        return getattr(type(response), name)(response, *args, **kwargs)
+
+    return end_then_call
+
+
+def _guarded(step: Callable[..., None], *args: Any) -> None:
+    try:
+        step(*args)
+    except Exception as exc:
+        report_fault("body tracking", exc)

@@ -1,0 +1,129 @@
+"""The metric instruments, created once per trace config (never per session).
+
+Names, units, buckets and attributes follow the HTTP and DNS semantic conventions; the
+connection and queue instruments follow .NET's, the only other client that has them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from opentelemetry.metrics import Meter
+from opentelemetry.util.types import AttributeValue
+
+from . import _semconv as sc
+
+# Stable HTTP client duration buckets (seconds); also DNS and queue time.
+DURATION_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10)
+# The pre-1.21 http.client.duration buckets (milliseconds).
+DURATION_BUCKETS_MS = (0, 5, 10, 25, 50, 75, 100, 250, 500, 750, 1000, 2500, 5000, 7500, 10000)
+# How long connections live (seconds).
+CONNECTION_BUCKETS_S = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30, 60, 120, 300)
+
+# Stable metric attribute -> its pre-1.21 name; stable-only names (error.type) are dropped so
+# the old series keeps the keys its dashboards were built on.
+_OLD_METRIC_NAMES = {
+    sc.HTTP_REQUEST_METHOD: sc.OLD_HTTP_METHOD,
+    sc.HTTP_RESPONSE_STATUS_CODE: sc.OLD_HTTP_STATUS_CODE,
+    sc.SERVER_ADDRESS: sc.OLD_NET_PEER_NAME,
+    sc.SERVER_PORT: sc.OLD_NET_PEER_PORT,
+    sc.URL_SCHEME: "http.scheme",
+    sc.NETWORK_PROTOCOL_VERSION: "http.flavor",
+}
+
+Attributes = Mapping[str, AttributeValue]
+
+
+class Instruments:
+    """Every instrument of one trace config, with the few recording helpers that need care."""
+
+    def __init__(self, meter: Meter, *, dup: bool) -> None:
+        self.request_duration = meter.create_histogram(
+            "http.client.request.duration",
+            unit="s",
+            description="Duration of HTTP client requests.",
+            explicit_bucket_boundaries_advisory=list(DURATION_BUCKETS_S),
+        )
+        self.old_duration = (
+            meter.create_histogram(
+                "http.client.duration",
+                unit="ms",
+                description="Measures the duration of the outbound HTTP request.",
+                explicit_bucket_boundaries_advisory=list(DURATION_BUCKETS_MS),
+            )
+            if dup
+            else None
+        )
+        self.request_body_size = meter.create_histogram(
+            "http.client.request.body.size",
+            unit="By",
+            description="Size of HTTP client request bodies.",
+        )
+        self.response_body_size = meter.create_histogram(
+            "http.client.response.body.size",
+            unit="By",
+            description="Size of HTTP client response bodies.",
+        )
+        self.active_requests = meter.create_up_down_counter(
+            "http.client.active_requests",
+            unit="{request}",
+            description="Number of outbound HTTP requests that are currently active on the client.",
+        )
+        self.open_connections = meter.create_up_down_counter(
+            "http.client.open_connections",
+            unit="{connection}",
+            description="Number of outbound HTTP connections that are currently active or idle.",
+        )
+        self.connection_duration = meter.create_histogram(
+            "http.client.connection.duration",
+            unit="s",
+            description="The duration of the successfully established outbound HTTP connections.",
+            explicit_bucket_boundaries_advisory=list(CONNECTION_BUCKETS_S),
+        )
+        self.time_in_queue = meter.create_histogram(
+            "http.client.request.time_in_queue",
+            unit="s",
+            description="The amount of time requests spent on a queue waiting for an available "
+            "connection.",
+            explicit_bucket_boundaries_advisory=list(DURATION_BUCKETS_S),
+        )
+        self.dns_lookup_duration = meter.create_histogram(
+            "dns.lookup.duration",
+            unit="s",
+            description="Measures the time taken to perform a DNS lookup.",
+            explicit_bucket_boundaries_advisory=list(DURATION_BUCKETS_S),
+        )
+
+    def record_duration(self, elapsed_ns: int, attributes: Attributes) -> None:
+        self.request_duration.record(elapsed_ns / 1e9, attributes)
+        if self.old_duration is not None:
+            old = {_OLD_METRIC_NAMES[k]: v for k, v in attributes.items() if k in _OLD_METRIC_NAMES}
+            self.old_duration.record(elapsed_ns / 1e6, old)
+
+
+def dns_error_type(exc: BaseException | None) -> str:
+    """``error.type`` of a failed lookup: the getaddrinfo error's name where there is one."""
+    errno = getattr(getattr(exc, "os_error", exc), "errno", None)
+    name = _GAI_ERRORS.get(errno) if isinstance(errno, int) else None
+    return name if name is not None else sc.error_type(exc) if exc is not None else "_OTHER"
+
+
+def _gai_errors() -> dict[int, str]:
+    import socket
+
+    table: dict[int, str] = {}
+    for constant, name in (
+        ("EAI_NONAME", "host_not_found"),
+        ("EAI_NODATA", "host_not_found"),
+        ("EAI_AGAIN", "try_again"),
+        ("EAI_FAMILY", "address_family_not_supported"),
+        ("EAI_FAIL", "no_recovery"),
+    ):
+        value: Any = getattr(socket, constant, None)
+        if isinstance(value, int):
+            table[value] = name
+    return table
+
+
+_GAI_ERRORS = _gai_errors()

@@ -1,0 +1,264 @@
+"""Metrics: request, body, connection, queue and DNS instruments, checked against what really
+happened on the wire (the server counts the connections it accepted)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.abc import AbstractResolver
+
+from aiohttp_otel import AioHttpClientInstrumentor, _metrics
+
+from .conftest import Server, SessionFactory, Telemetry, fetch, serve
+
+DURATION = "http.client.request.duration"
+
+
+def points(telemetry: Telemetry, name: str) -> list[Any]:
+    return telemetry.metric_points(name)
+
+
+def by_state(telemetry: Telemetry) -> dict[str, int]:
+    return {
+        p.attributes["http.connection.state"]: p.value
+        for p in points(telemetry, "http.client.open_connections")
+    }
+
+
+def total_count(telemetry: Telemetry, name: str) -> int:
+    return sum(p.count for p in points(telemetry, name))
+
+
+@pytest.fixture
+async def counting_server() -> AsyncIterator[tuple[Server, set[tuple[str, int]]]]:
+    """A server that records each client address: one per connection it accepted."""
+    peers: set[tuple[str, int]] = set()
+
+    async def ok(request: web.Request) -> web.Response:
+        peername = request.transport.get_extra_info("peername") if request.transport else None
+        assert peername is not None
+        peers.add(peername[:2])
+        await request.read()
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_route("*", "/ok", ok)
+    async with serve(app) as server:
+        yield server, peers
+
+
+async def test_connection_and_dns_metrics_match_the_real_connections_and_lookups(
+    make_session: SessionFactory,
+    counting_server: tuple[Server, set[tuple[str, int]]],
+    telemetry: Telemetry,
+) -> None:
+    server, peers = counting_server
+    keep_alive = make_session()
+    for _ in range(3):
+        assert await fetch(keep_alive, server.url("/ok")) == (200, "ok")
+    assert len(peers) == 1
+    # The keep-alive connection waits in the pool: one idle, none active.
+    assert by_state(telemetry) == {"active": 0, "idle": 1}
+
+    fresh = make_session(connector_kwargs={"force_close": True})
+    for _ in range(2):
+        assert await fetch(fresh, server.url("/ok")) == (200, "ok")
+    await asyncio.sleep(0.05)  # let the closed connections' connection_lost run
+    assert len(peers) == 3, "3 real connections: 1 kept alive, 2 closed after use"
+    assert by_state(telemetry) == {"active": 0, "idle": 1}
+    assert total_count(telemetry, "http.client.connection.duration") == 2
+
+    # One real lookup per connector (the second new connection of `fresh` hit its cache).
+    [dns] = points(telemetry, "dns.lookup.duration")
+    assert dict(dns.attributes) == {"dns.question.name": "localhost"}
+    assert dns.count == 2
+
+    await keep_alive.close()
+    await asyncio.sleep(0.05)
+    assert by_state(telemetry) == {"active": 0, "idle": 0}
+    assert total_count(telemetry, "http.client.connection.duration") == 3
+    [duration_point] = points(telemetry, "http.client.connection.duration")
+    assert dict(duration_point.attributes) == {
+        "server.address": "localhost",
+        "server.port": server.port,
+        "url.scheme": "http",
+        "network.protocol.version": "1.1",
+    }
+    assert total_count(telemetry, DURATION) == 5
+
+
+async def test_a_connection_is_active_while_a_body_is_being_read(
+    make_session: SessionFactory, http_server: Server, telemetry: Telemetry
+) -> None:
+    session = make_session()
+    async with session.get(http_server.url("/slow?delay=0.05")) as response:
+        # Headers are in, the body too (small): the connection went back to the pool already
+        # or is about to; either way nothing is counted twice.
+        await response.read()
+    assert by_state(telemetry) == {"active": 0, "idle": 1}
+    active = {p.value for p in points(telemetry, "http.client.active_requests")}
+    assert active == {0}
+
+
+async def test_active_requests_go_back_to_zero_on_every_path(
+    make_session: SessionFactory, http_server: Server, telemetry: Telemetry
+) -> None:
+    session = make_session()
+    await fetch(session, http_server.url("/ok"))
+    await fetch(session, http_server.url("/status/404"))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.raises(aiohttp.ClientConnectorError):
+        await fetch(session, f"http://127.0.0.1:{port}/")
+    with pytest.raises(asyncio.TimeoutError):
+        await fetch(
+            session, http_server.url("/slow?delay=1"), timeout=aiohttp.ClientTimeout(total=0.1)
+        )
+    task = asyncio.create_task(fetch(session, http_server.url("/slow?delay=1")))
+    await asyncio.sleep(0.1)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    values = [p.value for p in points(telemetry, "http.client.active_requests")]
+    assert values
+    assert set(values) == {0}
+    durations = {
+        (p.attributes.get("http.response.status_code"), p.attributes.get("error.type"))
+        for p in points(telemetry, DURATION)
+    }
+    assert durations == {
+        (200, None),
+        (404, "404"),
+        (None, "aiohttp.client_exceptions.ClientConnectorError"),
+        (None, "TimeoutError" if TimeoutError is asyncio.TimeoutError else durations_timeout()),
+        (None, None),  # the cancelled request: not an error
+    }
+
+
+def durations_timeout() -> str:
+    return f"{asyncio.TimeoutError.__module__}.{asyncio.TimeoutError.__qualname__}"
+
+
+async def test_active_requests_counts_a_request_until_its_body_is_over(
+    make_session: SessionFactory, telemetry: Telemetry
+) -> None:
+    release = asyncio.Event()
+
+    async def stream(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        await response.prepare(request)
+        await response.write(b"first")
+        await release.wait()
+        await response.write(b"last")
+        await response.write_eof()
+        return response
+
+    app = web.Application()
+    app.router.add_get("/stream", stream)
+    async with serve(app) as server:
+        session = make_session()
+        async with session.get(server.url("/stream")) as response:
+            assert await response.content.readexactly(5) == b"first"
+            [during] = points(telemetry, "http.client.active_requests")
+            assert during.value == 1
+            release.set()
+            assert await response.read() == b"last"
+        [after] = points(telemetry, "http.client.active_requests")
+        assert after.value == 0
+
+
+async def test_body_size_metrics(
+    make_session: SessionFactory, http_server: Server, telemetry: Telemetry
+) -> None:
+    session = make_session()
+    assert await fetch(session, http_server.url("/ok"), "POST", data=b"x" * 3000) == (200, "ok")
+    [sent] = points(telemetry, "http.client.request.body.size")
+    [received] = points(telemetry, "http.client.response.body.size")
+    assert (sent.count, sent.sum) == (1, 3000)
+    assert (received.count, received.sum) == (1, 2)
+    assert sent.attributes["http.request.method"] == "POST"
+    assert received.attributes["http.response.status_code"] == 200
+
+
+async def test_time_in_queue_is_recorded_per_wait(
+    make_session: SessionFactory, http_server: Server, telemetry: Telemetry
+) -> None:
+    session = make_session(connector_kwargs={"limit": 1})
+    await asyncio.gather(
+        fetch(session, http_server.url("/slow?delay=0.15")),
+        fetch(session, http_server.url("/slow?delay=0.15")),
+    )
+    [queued] = points(telemetry, "http.client.request.time_in_queue")
+    assert queued.count == 1
+    assert 0.1 <= queued.sum <= 1.0
+    assert dict(queued.attributes) == {
+        "http.request.method": "GET",
+        "server.address": "localhost",
+        "server.port": http_server.port,
+        "url.scheme": "http",
+    }
+
+
+class FailingResolver(AbstractResolver):
+    """A resolver (aiohttp's extension point) that fails like getaddrinfo for an unknown name."""
+
+    async def resolve(self, host: str, port: int = 0, family: int = 0) -> list[Any]:
+        raise OSError(socket.EAI_NONAME, "Name or service not known")
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_a_failed_lookup_is_measured_with_its_error(
+    make_session: SessionFactory, telemetry: Telemetry
+) -> None:
+    session = make_session(connector_kwargs={"resolver": FailingResolver()})
+    with pytest.raises(aiohttp.ClientConnectorError):
+        await fetch(session, "http://no-such-host.invalid:1/")
+    [dns] = points(telemetry, "dns.lookup.duration")
+    assert dns.count == 1
+    assert dict(dns.attributes) == {
+        "dns.question.name": "no-such-host.invalid",
+        "error.type": "host_not_found",
+    }
+
+
+def test_dns_error_type_falls_back_to_the_exception_name() -> None:
+    assert _metrics.dns_error_type(OSError(socket.EAI_AGAIN, "again")) == "try_again"
+    assert _metrics.dns_error_type(ValueError("odd")) == "ValueError"
+
+
+async def test_a_thousand_sessions_share_one_set_of_instruments(
+    http_server: Server, telemetry: Telemetry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    built: list[object] = []
+    original = _metrics.Instruments.__init__
+
+    def counting_init(self: Any, *args: Any, **kwargs: Any) -> None:
+        built.append(self)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(_metrics.Instruments, "__init__", counting_init)
+    instrumentor = AioHttpClientInstrumentor()
+    instrumentor.instrument(
+        tracer_provider=telemetry.tracer_provider, meter_provider=telemetry.meter_provider
+    )
+    try:
+        sessions = [aiohttp.ClientSession() for _ in range(1000)]
+        for session in sessions[:3]:
+            await fetch(session, http_server.url("/ok"))
+        for session in sessions:
+            await session.close()
+    finally:
+        instrumentor.uninstrument()
+    assert len(built) == 1
+    [duration] = points(telemetry, DURATION)
+    assert duration.count == 3
