@@ -46,7 +46,9 @@ PHASE_KEYS += ("tls_handshake",)
 MS = 1_000_000  # nanoseconds
 
 CONNECTOR_ERROR = "aiohttp.client_exceptions.ClientConnectorError"
-DNS_ERROR = "aiohttp.client_exceptions.ClientConnectorDNSError"
+# aiohttp 3.10.10 split DNS failures out of ClientConnectorError.
+DNS_ERROR_CLASS = getattr(aiohttp, "ClientConnectorDNSError", aiohttp.ClientConnectorError)
+DNS_ERROR = f"aiohttp.client_exceptions.{DNS_ERROR_CLASS.__name__}"
 CERT_ERROR = "aiohttp.client_exceptions.ClientConnectorCertificateError"
 TIMEOUT_ERROR = "aiohttp.client_exceptions.ConnectionTimeoutError"
 
@@ -672,7 +674,7 @@ async def test_a_failed_dns_lookup_fails_the_lookup_and_the_setup(
         delay=0.01, error=OSError(socket.EAI_NONAME, "Name or service not known")
     )
     session = make_session(connector_kwargs={"resolver": resolver})
-    with pytest.raises(aiohttp.ClientConnectorDNSError):
+    with pytest.raises(DNS_ERROR_CLASS):
         await fetch(session, http_server.url())
 
     assert telemetry.tree() == [(0, GET), (1, SETUP), (2, DNS)]

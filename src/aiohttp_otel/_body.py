@@ -64,8 +64,9 @@ def install_body_probe() -> None:
     StreamReader.feed_data = traced_feed_data  # type: ignore[method-assign]
     StreamReader.set_exception = traced_set_exception  # type: ignore[method-assign]
     # Closing a connection drops its payload without failing it: the body is cut off.
-    for name in ("close", "abort"):
-        setattr(ResponseHandler, name, _cutting_off(getattr(ResponseHandler, name)))
+    for name in ("close", "abort"):  # abort() is newer than aiohttp 3.10.0
+        if hasattr(ResponseHandler, name):
+            setattr(ResponseHandler, name, _cutting_off(getattr(ResponseHandler, name)))
 
 
 def _cutting_off(close: Callable[[ResponseHandler], None]) -> Callable[[ResponseHandler], None]:

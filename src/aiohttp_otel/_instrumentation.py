@@ -14,6 +14,7 @@ from . import _semconv as sc
 from ._body import install_body_probe
 from ._connections import install_lifecycle_probe
 from ._connector import install_connection_probe
+from ._diagnostics import report_fault
 from ._metrics import Instruments
 from ._options import Options
 from ._phases import EventPhases, SpanPhases
@@ -59,9 +60,14 @@ class Instrumentation:
         self.chunk_events = options.chunk_events
         self.max_chunk_events = options.max_chunk_events
         self.end_at_body = options.span_end == "body"
-        install_connection_probe()
-        install_lifecycle_probe()
-        install_body_probe()
+        for install in (install_connection_probe, install_lifecycle_probe, install_body_probe):
+            try:
+                install()
+            except Exception as exc:
+                # An aiohttp whose internals moved: trace what the signals show, still.
+                report_fault(
+                    f"{install.__name__} (some phases and body events will be missing)", exc
+                )
 
     def url_full(self, url: URL) -> str:
         """``url.full``: the user's ``url_filter`` first, then our redaction."""
