@@ -6,11 +6,27 @@ the ``trace_request_ctx`` the caller passed to the request as a third argument.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ._diagnostics import TRACED, report_fault
+
+#: How long the request waits for an async hook before going on without it. A hook is awaited
+#: inline (aiohttp awaits every trace handler), so one that hangs would hang the request.
+HOOK_TIMEOUT_S = 5.0
+
+
+async def settle(pending: Awaitable[Any], name: str = "hook") -> None:
+    """Await what an async hook returned, never longer than :data:`HOOK_TIMEOUT_S`, never
+    raising: a fault or a timeout is logged once and the request goes on."""
+    try:
+        await asyncio.wait_for(pending, HOOK_TIMEOUT_S)
+    except asyncio.TimeoutError as exc:
+        report_fault(f"{name} (gave up after {HOOK_TIMEOUT_S:g} s)", exc, TRACED)
+    except Exception as exc:
+        report_fault(name, exc, TRACED)
 
 
 class Hook:

@@ -6,7 +6,7 @@ up configuration.
 
 from __future__ import annotations
 
-from opentelemetry.metrics import get_meter
+from opentelemetry.metrics import NoOpMeter, get_meter
 from opentelemetry.trace import get_tracer
 from yarl import URL
 
@@ -35,9 +35,16 @@ class Instrumentation:
         self.tracer = get_tracer(
             SCOPE_NAME, __version__, options.tracer_provider, schema_url=SCHEMA_URL
         )
-        meter = get_meter(SCOPE_NAME, __version__, options.meter_provider, schema_url=SCHEMA_URL)
         self.dup = options.semconv is sc.SemconvMode.DUP
-        self.instruments = Instruments(meter, dup=self.dup)
+        try:
+            meter = get_meter(
+                SCOPE_NAME, __version__, options.meter_provider, schema_url=SCHEMA_URL
+            )
+            self.instruments = Instruments(meter, dup=self.dup)
+        except Exception as exc:
+            # A broken meter provider must not cost the traces (nor the request).
+            report_fault("the meter provider (metrics are off for this trace config)", exc)
+            self.instruments = Instruments(NoOpMeter(SCOPE_NAME), dup=self.dup)
         self.methods = sc.MethodTable(options.known_methods)
         self.excluded_urls = options.excluded_urls
         self.request_hook = options.request_hook

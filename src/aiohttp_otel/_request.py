@@ -47,7 +47,8 @@ from . import _phases as ph
 from . import _semconv as sc
 from ._coexistence import evict_official
 from ._connections import RECORD_ATTR, ConnectionRecord, record_of
-from ._diagnostics import TRACED, report_fault
+from ._diagnostics import report_fault
+from ._hooks import settle
 from ._metrics import dns_error_type
 from ._tls import tls_attributes
 
@@ -583,9 +584,7 @@ class RequestTrace:
 
     async def _end_hop_after(self, pending: Awaitable[Any], end_ns: int) -> None:
         try:
-            await pending
-        except Exception as exc:
-            report_fault("response_hook", exc, TRACED)
+            await settle(pending, "response_hook")
         finally:
             self._end_hop(end_ns)
 

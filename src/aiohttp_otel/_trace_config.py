@@ -14,7 +14,8 @@ import aiohttp
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 
-from ._diagnostics import TRACED, report_fault
+from ._diagnostics import report_fault
+from ._hooks import settle
 from ._instrumentation import Instrumentation
 from ._options import parse_options
 from ._request import RequestTrace
@@ -51,10 +52,7 @@ def _handler(step: _Step) -> Callable[[aiohttp.ClientSession, RequestTrace, Any]
             request.abandon()
             return
         if pending is not None:
-            try:
-                await pending
-            except Exception as exc:
-                report_fault("hook", exc, TRACED)
+            await settle(pending)
 
     handle.__name__ = handle.__qualname__ = f"_on_{name}"
     return handle
