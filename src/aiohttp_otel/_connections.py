@@ -24,7 +24,7 @@ from opentelemetry.trace import SpanContext
 from opentelemetry.util.types import AttributeValue
 
 from ._diagnostics import report_fault
-from ._metrics import Instruments
+from ._metrics import Instruments, Tally
 
 RECORD_ATTR = "_aiohttp_otel_connection"
 _ORIGINAL_ATTR = "__aiohttp_otel_original__"
@@ -37,6 +37,8 @@ class ConnectionRecord:
 
     __slots__ = ("origin", "_instruments", "_attributes", "_active", "_idle", "state", "_opened")
 
+    # _active and _idle are the tally keys of the two states.
+
     def __init__(
         self,
         origin: SpanContext | None,
@@ -46,8 +48,9 @@ class ConnectionRecord:
         self.origin = origin
         self._instruments = instruments
         self._attributes = attributes
-        self._active = {**attributes, "http.connection.state": ACTIVE}
-        self._idle = {**attributes, "http.connection.state": IDLE}
+        key = Tally.key
+        self._active = key({**attributes, "http.connection.state": ACTIVE})
+        self._idle = key({**attributes, "http.connection.state": IDLE})
         self._opened = time_ns()
         self.state = ACTIVE
         instruments.open_connections.add(1, self._active)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from opentelemetry.metrics import Meter
+from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from opentelemetry.util.types import AttributeValue
 
 from . import _semconv as sc
@@ -33,6 +33,41 @@ _OLD_METRIC_NAMES = {
 }
 
 Attributes = Mapping[str, AttributeValue]
+TallyKey = tuple[tuple[str, AttributeValue], ...]
+
+
+class Tally:
+    """The current values of an up-down count, kept in the process and read at collection.
+
+    Requests and connections change these counts several times each; an SDK measurement per
+    change (hashing its attributes every time) would cost more than the rest of the request's
+    telemetry. A tally is a dict lookup and an integer add; the reader sees the same values
+    through an asynchronous UpDownCounter.
+    """
+
+    __slots__ = ("_values",)
+
+    def __init__(self) -> None:
+        # key -> [attributes, value]; a set of attributes once seen keeps reporting (0 too).
+        self._values: dict[TallyKey, list[Any]] = {}
+
+    @staticmethod
+    def key(attributes: Attributes) -> TallyKey:
+        return tuple(attributes.items())
+
+    def add(self, amount: int, key: TallyKey) -> None:
+        entry = self._values.get(key)
+        if entry is None:
+            self._values[key] = entry = [dict(key), 0]
+        entry[1] += amount
+
+    def value(self, attributes: Attributes) -> int:
+        entry = self._values.get(self.key(attributes))
+        return 0 if entry is None else int(entry[1])
+
+    def observe(self, _options: CallbackOptions) -> list[Observation]:
+        # Called from the reader's thread: take a snapshot of the entries first.
+        return [Observation(value, attributes) for attributes, value in list(self._values.values())]
 
 
 class Instruments:
@@ -65,13 +100,17 @@ class Instruments:
             unit="By",
             description="Size of HTTP client response bodies.",
         )
-        self.active_requests = meter.create_up_down_counter(
+        self.active_requests = Tally()
+        meter.create_observable_up_down_counter(
             "http.client.active_requests",
+            callbacks=[self.active_requests.observe],
             unit="{request}",
             description="Number of outbound HTTP requests that are currently active on the client.",
         )
-        self.open_connections = meter.create_up_down_counter(
+        self.open_connections = Tally()
+        meter.create_observable_up_down_counter(
             "http.client.open_connections",
+            callbacks=[self.open_connections.observe],
             unit="{connection}",
             description="Number of outbound HTTP connections that are currently active or idle.",
         )

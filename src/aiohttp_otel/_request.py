@@ -48,8 +48,8 @@ from . import _semconv as sc
 from ._coexistence import evict_official
 from ._connections import RECORD_ATTR, ConnectionRecord, record_of
 from ._diagnostics import report_fault
-from ._hooks import settle
-from ._metrics import dns_error_type
+from ._hooks import Hook, settle
+from ._metrics import Tally, dns_error_type
 from ._tls import tls_attributes
 
 if TYPE_CHECKING:
@@ -91,6 +91,8 @@ class RequestTrace:
         "_method",
         "_url",
         "_metric_attrs",
+        "_late",
+        "_active_key",
         "_status",
         "_protocol",
         "_error_type",
@@ -120,6 +122,7 @@ class RequestTrace:
         self._stage = DONE
         self._span: Span | None = None
         self._phases: dict[ph.Phase, ph.OpenPhase] | None = None
+        self._late: dict[str, AttributeValue] = {}
         self._response: Any = None
         self._resend_count = 0
         self._sent_chunks = self._sent_bytes = 0
@@ -140,7 +143,7 @@ class RequestTrace:
         self._parent = otel_context.get_current()
         self._begin_hop(params.method, url)
         hook = inst.request_hook
-        return None if hook is None else hook(self._span, params, self.trace_request_ctx)
+        return None if hook is None else self._hook(hook, params)
 
     def begin_attempt(self, _session: Any, _params: Any) -> None:
         """The first signal of a physical attempt (queue, connect or reuse)."""
@@ -167,7 +170,7 @@ class RequestTrace:
         hook = inst.request_hook
         if hook is None or not self._resend_count:
             return None
-        return hook(span, params, self.trace_request_ctx)
+        return self._hook(hook, params)
 
     def chunk_sent(self, _session: Any, params: Any) -> None:
         if not self._stage:
@@ -195,7 +198,7 @@ class RequestTrace:
         self._stage = REDIRECTED
         self._next = _redirect_target(params.method, params.url, response)
         hook = self._inst.response_hook
-        return None if hook is None else hook(self._span, params, self.trace_request_ctx)
+        return None if hook is None else self._hook(hook, params)
 
     def end(self, _session: Any, params: Any) -> Awaitable[Any] | None:
         stage = self._stage
@@ -215,7 +218,7 @@ class RequestTrace:
             self._stage = DONE
             # A body still arriving when the span ends at headers has no size to tell yet.
             self._response = response if complete else None
-            pending = None if hook is None else hook(self._span, params, self.trace_request_ctx)
+            pending = None if hook is None else self._hook(hook, params)
             if pending is None:
                 self._end_hop(now)
                 return None
@@ -231,7 +234,7 @@ class RequestTrace:
         failed = response.content.exception()
         if failed is not None:  # cut short before the watch began
             self.body_failed(failed)
-        return None if hook is None else hook(self._span, params, self.trace_request_ctx)
+        return None if hook is None else self._hook(hook, params)
 
     def exception(self, _session: Any, params: Any) -> Awaitable[Any] | None:
         if not STARTED <= self._stage <= REDIRECTED:
@@ -248,7 +251,7 @@ class RequestTrace:
         self._response = None
         now = time_ns()
         hook = self._inst.response_hook
-        pending = None if hook is None else hook(self._span, params, self.trace_request_ctx)
+        pending = None if hook is None else self._hook(hook, params)
         if pending is None:
             self._end_hop(now)
             return None
@@ -274,7 +277,7 @@ class RequestTrace:
             self._phases = None
             if self._span is not None:
                 self._span.end()
-                self._inst.instruments.active_requests.add(-1, self._metric_attrs)
+                self._inst.instruments.active_requests.add(-1, self._active_key)
 
     # -- connection signals ------------------------------------------------------------------
 
@@ -305,10 +308,6 @@ class RequestTrace:
         now = time_ns()
         self._phase_stop(ph.TLS_HANDSHAKE, now)
         self._phase_stop(ph.CONNECTION_SETUP, now)
-
-    def reuse(self, session: Any, params: Any) -> None:
-        self.begin_attempt(session, params)
-        self._created = False
 
     def dns_start(self, _session: Any, params: Any) -> None:
         if not self._stage:
@@ -390,8 +389,16 @@ class RequestTrace:
         self._phase_end(ph.SOCKET_CONNECT, exc)
 
     def connection_acquired(self, connection: aiohttp.connector.Connection) -> None:
-        if not STARTED <= self._stage <= SENT:
+        stage = self._stage
+        if not stage or stage == RECEIVING:
             return
+        if stage != STARTED:
+            # A pooled connection handed to the next attempt (a redirect, or a resend): no
+            # signal before this one told that a new attempt began. (aiohttp's reuse signal
+            # would, but one handler less per request is worth this check.)
+            self._next_hop()
+        created = self._created
+        self._created = False
         span = self._span
         assert span is not None
         protocol = connection.protocol
@@ -399,7 +406,7 @@ class RequestTrace:
         peer = (
             None if transport is None else sc.peer_attributes(transport.get_extra_info("peername"))
         )
-        if self._created:
+        if created:
             origin = self._finish_setup(transport, peer)
             if protocol is not None:
                 # The connection remembers who opened it, for the requests that reuse it.
@@ -420,7 +427,7 @@ class RequestTrace:
                 if known.origin is not None and self._recording:
                     span.add_link(known.origin, {"aiohttp.connection.reused": True})
         if peer is not None and self._recording:
-            span.set_attributes(peer)
+            self._late.update(peer)
 
     def _finish_setup(self, transport: Any, peer: Any) -> SpanContext | None:
         """End the TLS and setup phases with what the new connection tells; return the span
@@ -492,6 +499,16 @@ class RequestTrace:
         self._unwatch()
         self._end_hop(end_ns)
 
+    def _hook(self, hook: Hook, params: Any) -> Awaitable[Any] | None:
+        """Call a user hook on the current span, with every attribute known so far on it."""
+        span = self._span
+        late = self._late
+        if late:
+            assert span is not None
+            span.set_attributes(late)
+            self._late = {}
+        return hook(span, params, self.trace_request_ctx)
+
     # -- hops ------------------------------------------------------------------------------
 
     def _begin_hop(self, method: str, url: URL) -> None:
@@ -518,8 +535,11 @@ class RequestTrace:
         self._proxied = False
         self._response = None
         self._sent_chunks = self._sent_bytes = 0
+        # Attributes learned along the way, written to the span in one go when it ends.
+        self._late = {}
         self._stage = STARTED
-        inst.instruments.active_requests.add(1, self._metric_attrs)
+        self._active_key = key = Tally.key(self._metric_attrs)
+        inst.instruments.active_requests.add(1, key)
 
     def _hop_attributes(self, method: str, url: URL) -> dict[str, AttributeValue]:
         inst = self._inst
@@ -592,7 +612,7 @@ class RequestTrace:
         instruments = self._inst.instruments
         base = self._metric_attrs
         # First, so that the count goes back down whatever happens below.
-        instruments.active_requests.add(-1, base)
+        instruments.active_requests.add(-1, self._active_key)
         span = self._span
         assert span is not None
         if self._phases:
@@ -607,10 +627,13 @@ class RequestTrace:
             received = None if response is None else _body.received_size(response)
         sent = self._sent_bytes
         if self._recording:
+            late = self._late
             if received is not None:
-                span.set_attribute("http.response.body.size", received)
+                late["http.response.body.size"] = received
             if sent:
-                span.set_attribute("http.request.body.size", sent)
+                late["http.request.body.size"] = sent
+            if late:
+                span.set_attributes(late)
         span.end(end_time=end_ns)
         metric = dict(base)
         if self._status is not None:
@@ -710,7 +733,7 @@ class RequestTrace:
         if error is not None:
             attributes[sc.ERROR_TYPE] = error
             span.set_status(_ERROR)
-        span.set_attributes(attributes)
+        self._late.update(attributes)
 
     def _record_exception(self, exc: BaseException) -> None:
         if sc.is_cancellation(exc):

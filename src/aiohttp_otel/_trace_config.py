@@ -29,7 +29,6 @@ SIGNALS: tuple[tuple[str, _Step], ...] = (
     ("on_connection_queued_end", RequestTrace.queued_end),
     ("on_connection_create_start", RequestTrace.create_start),
     ("on_connection_create_end", RequestTrace.create_end),
-    ("on_connection_reuseconn", RequestTrace.reuse),
     ("on_dns_resolvehost_start", RequestTrace.dns_start),
     ("on_dns_resolvehost_end", RequestTrace.dns_end),
     ("on_dns_cache_hit", RequestTrace.dns_cache_hit),
