@@ -164,9 +164,9 @@ async def concurrent(base: str, configs: Callable[[], list[aiohttp.TraceConfig]]
 
 async def sessions(base: str, configs: Callable[[], list[aiohttp.TraceConfig]], n: int) -> int:
     for _ in range(n):
-        async with aiohttp.ClientSession(trace_configs=configs()) as session:
-            async with session.get(f"{base}/hello") as response:
-                await response.read()
+        session = aiohttp.ClientSession(trace_configs=configs())
+        async with session, session.get(f"{base}/hello") as response:
+            await response.read()
     return n
 
 
@@ -227,10 +227,14 @@ def report(name: str, spec: Spec, results: dict[str, Samples], clock: str) -> No
 
     bare = median("bare")
     official = median("official") - bare if "official" in results else None
-    print(f"\n{name}: {spec.note}  [{clock} time per request; median of "
-          f"{len(results['bare'].wall)} rounds, ± interquartile range]")
-    print(f"  {'mode':12s} {'µs/request':>12s} {'± IQR':>8s} {'overhead µs':>12s} "
-          f"{'x bare':>7s} {'x official':>11s} {'peak MiB':>9s}")
+    print(
+        f"\n{name}: {spec.note}  [{clock} time per request; median of "
+        f"{len(results['bare'].wall)} rounds, ± interquartile range]"
+    )
+    print(
+        f"  {'mode':12s} {'µs/request':>12s} {'± IQR':>8s} {'overhead µs':>12s} "
+        f"{'x bare':>7s} {'x official':>11s} {'peak MiB':>9s}"
+    )
     for mode, samples in results.items():
         values = getattr(samples, clock)
         med = statistics.median(values)
@@ -245,7 +249,9 @@ def report(name: str, spec: Spec, results: dict[str, Samples], clock: str) -> No
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--workload", choices=sorted(WORKLOADS), action="append")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--quick", action="store_true", help="fewer requests and 3 rounds")
@@ -267,15 +273,17 @@ def main() -> None:
                 raise SystemExit("the benchmark server did not start") from None
             time.sleep(0.05)
     base = f"http://localhost:{port}"
-    print(f"python {sys.version.split()[0]}, aiohttp {aiohttp.__version__}, "
-          f"{os.cpu_count()} CPUs; rounds={rounds}")
+    print(
+        f"python {sys.version.split()[0]}, aiohttp {aiohttp.__version__}, "
+        f"{os.cpu_count()} CPUs; rounds={rounds}"
+    )
     modes = make_modes()
     try:
         for name in chosen:
             spec = WORKLOADS[name]
             n = spec.quick if args.quick else spec.requests
             results = {mode: Samples() for mode in modes}
-            for mode, configs in modes.items():  # warm-up: caches, pools, imports
+            for configs in modes.values():  # warm-up: caches, pools, imports
                 timed(spec, base, configs, max(1, n // 10))
             for _ in range(rounds):
                 for mode, configs in modes.items():
