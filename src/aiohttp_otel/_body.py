@@ -18,6 +18,7 @@ A watched response ends its span at whichever comes first:
 
 from __future__ import annotations
 
+import sys
 import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -26,6 +27,7 @@ from aiohttp.client_proto import ResponseHandler
 from aiohttp.streams import StreamReader
 
 from ._diagnostics import report_fault
+from ._semconv import is_cancellation
 
 if TYPE_CHECKING:
     from ._request import RequestTrace
@@ -131,7 +133,14 @@ def _ending(owner: weakref.ref[Any], name: str, request: RequestTrace) -> Callab
     """
 
     def end_then_call(*args: Any, **kwargs: Any) -> Any:
-        _guarded(request.body_released)
+        # aiohttp's own read() closes the response when reading fails (a total timeout
+        # cancels the read without failing the stream): then the body failed, it was not
+        # let go of.
+        failure = sys.exc_info()[1]
+        if failure is not None and not is_cancellation(failure):
+            _guarded(request.body_failed, failure)
+        else:
+            _guarded(request.body_released)
         response = owner()
         if response is None:
             return None

@@ -9,10 +9,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from opentelemetry.metrics import CallbackOptions, Meter, Observation
+from opentelemetry.metrics import CallbackOptions, Histogram, Meter, Observation
 from opentelemetry.util.types import AttributeValue
 
 from . import _semconv as sc
+from ._diagnostics import TRACED, report_fault
 
 # Stable HTTP client duration buckets (seconds); also DNS and queue time.
 DURATION_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10)
@@ -70,18 +71,37 @@ class Tally:
         return [Observation(value, attributes) for attributes, value in list(self._values.values())]
 
 
+class SafeHistogram:
+    """A histogram whose faults (a broken SDK or meter) are logged once and then ignored:
+    metrics must never cost the traces, nor the request."""
+
+    __slots__ = ("_histogram",)
+
+    def __init__(self, histogram: Histogram) -> None:
+        self._histogram = histogram
+
+    def record(self, amount: float, attributes: Attributes) -> None:
+        try:
+            self._histogram.record(amount, attributes)
+        except Exception as exc:
+            report_fault("recording a metric", exc, TRACED)
+
+
 class Instruments:
     """Every instrument of one trace config, with the few recording helpers that need care."""
 
     def __init__(self, meter: Meter, *, dup: bool) -> None:
-        self.request_duration = meter.create_histogram(
+        def histogram(name: str, **kwargs: Any) -> SafeHistogram:
+            return SafeHistogram(meter.create_histogram(name, **kwargs))
+
+        self.request_duration = histogram(
             "http.client.request.duration",
             unit="s",
             description="Duration of HTTP client requests.",
             explicit_bucket_boundaries_advisory=list(DURATION_BUCKETS_S),
         )
         self.old_duration = (
-            meter.create_histogram(
+            histogram(
                 "http.client.duration",
                 unit="ms",
                 description="Measures the duration of the outbound HTTP request.",
@@ -90,12 +110,12 @@ class Instruments:
             if dup
             else None
         )
-        self.request_body_size = meter.create_histogram(
+        self.request_body_size = histogram(
             "http.client.request.body.size",
             unit="By",
             description="Size of HTTP client request bodies.",
         )
-        self.response_body_size = meter.create_histogram(
+        self.response_body_size = histogram(
             "http.client.response.body.size",
             unit="By",
             description="Size of HTTP client response bodies.",
@@ -114,20 +134,20 @@ class Instruments:
             unit="{connection}",
             description="Number of outbound HTTP connections that are currently active or idle.",
         )
-        self.connection_duration = meter.create_histogram(
+        self.connection_duration = histogram(
             "http.client.connection.duration",
             unit="s",
             description="The duration of the successfully established outbound HTTP connections.",
             explicit_bucket_boundaries_advisory=list(CONNECTION_BUCKETS_S),
         )
-        self.time_in_queue = meter.create_histogram(
+        self.time_in_queue = histogram(
             "http.client.request.time_in_queue",
             unit="s",
             description="The amount of time requests spent on a queue waiting for an available "
             "connection.",
             explicit_bucket_boundaries_advisory=list(DURATION_BUCKETS_S),
         )
-        self.dns_lookup_duration = meter.create_histogram(
+        self.dns_lookup_duration = histogram(
             "dns.lookup.duration",
             unit="s",
             description="Measures the time taken to perform a DNS lookup.",

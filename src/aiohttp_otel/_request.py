@@ -22,12 +22,14 @@ the hop ends when its body is over (``_body`` watches the response), not at its 
 
 from __future__ import annotations
 
+import contextlib
 import weakref
 from collections.abc import Awaitable
 from time import time_ns
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import ClientResponseError
+from aiohttp.http_exceptions import HttpProcessingError
 from opentelemetry import context as otel_context
 from opentelemetry.instrumentation.utils import is_http_instrumentation_enabled
 from opentelemetry.propagate import inject
@@ -47,7 +49,6 @@ from . import _phases as ph
 from . import _semconv as sc
 from ._coexistence import evict_official
 from ._connections import RECORD_ATTR, ConnectionRecord, record_of
-from ._diagnostics import report_fault
 from ._hooks import Hook, settle
 from ._metrics import Tally, dns_error_type
 from ._tls import tls_attributes
@@ -93,6 +94,7 @@ class RequestTrace:
         "_metric_attrs",
         "_late",
         "_active_key",
+        "_counted",
         "_status",
         "_protocol",
         "_error_type",
@@ -125,6 +127,7 @@ class RequestTrace:
         self._late: dict[str, AttributeValue] = {}
         self._response: Any = None
         self._resend_count = 0
+        self._counted = False
         self._sent_chunks = self._sent_bytes = 0
         self._dns_started_ns = 0
 
@@ -266,18 +269,18 @@ class RequestTrace:
         self._stage = DONE
         if not live:
             return
-        try:
-            if live == RECEIVING:
-                self._unwatch()
-            if self._phases:
-                self._close_phases(time_ns())
-        except Exception as exc:
-            report_fault("abandon", exc)
-        finally:
-            self._phases = None
-            if self._span is not None:
-                self._span.end()
-                self._inst.instruments.active_requests.add(-1, self._active_key)
+        # The fault is reported already; what fails here is only swallowed.
+        if live == RECEIVING:
+            _quietly(self._unwatch)
+        phases = self._phases
+        self._phases = None
+        if phases:
+            for open_phase in phases.values():
+                if open_phase.span is not None:
+                    _quietly(open_phase.span.end)
+        if self._span is not None:
+            _quietly(self._span.end)
+        _quietly(self._uncount)
 
     # -- connection signals ------------------------------------------------------------------
 
@@ -499,6 +502,12 @@ class RequestTrace:
         self._unwatch()
         self._end_hop(end_ns)
 
+    def _uncount(self) -> None:
+        """Take this hop off ``http.client.active_requests``, once."""
+        if self._counted:
+            self._counted = False
+            self._inst.instruments.active_requests.add(-1, self._active_key)
+
     def _hook(self, hook: Hook, params: Any) -> Awaitable[Any] | None:
         """Call a user hook on the current span, with every attribute known so far on it."""
         span = self._span
@@ -540,6 +549,7 @@ class RequestTrace:
         self._stage = STARTED
         self._active_key = key = Tally.key(self._metric_attrs)
         inst.instruments.active_requests.add(1, key)
+        self._counted = True
 
     def _hop_attributes(self, method: str, url: URL) -> dict[str, AttributeValue]:
         inst = self._inst
@@ -612,7 +622,7 @@ class RequestTrace:
         instruments = self._inst.instruments
         base = self._metric_attrs
         # First, so that the count goes back down whatever happens below.
-        instruments.active_requests.add(-1, self._active_key)
+        self._uncount()
         span = self._span
         assert span is not None
         if self._phases:
@@ -738,7 +748,13 @@ class RequestTrace:
     def _record_exception(self, exc: BaseException) -> None:
         if sc.is_cancellation(exc):
             return  # intentional cancellation is not an error: status stays unset
-        if type(exc) is ClientResponseError and exc.status >= 400:
+        if (
+            type(exc) is ClientResponseError
+            and exc.status >= 400
+            # aiohttp reports a response it cannot parse as a 400 of its own, raised from
+            # the parser's error: no server said 400 then.
+            and not isinstance(exc.__cause__, HttpProcessingError)
+        ):
             # raise_for_status: a complete HTTP exchange; the status code is the outcome.
             self._record_response(exc.status, None, exc.headers)
             return
@@ -782,3 +798,8 @@ def _redirect_target(method: str, url: URL, response: Any) -> tuple[str, URL] | 
     if (status == 303 and method != "HEAD") or (status in (301, 302) and method == "POST"):
         method = "GET"
     return method, target
+
+
+def _quietly(step: Any) -> None:
+    with contextlib.suppress(Exception):  # only ever after the fault was reported once
+        step()

@@ -1,0 +1,109 @@
+"""Stalls past each of aiohttp's timeouts: ``sock_connect``, ``sock_read`` and ``total``.
+
+A timeout is an error (DESIGN §4): on the CLIENT span, and on the phase span it cut short.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+import pytest
+from opentelemetry.sdk.trace import ReadableSpan
+
+from ..conftest import Telemetry, attrs
+from .conftest import (
+    CONNECT,
+    IP_TREE,
+    MS,
+    SETUP,
+    Handler,
+    Twins,
+    assert_error,
+    assert_transport_error,
+    assert_unset,
+    assert_well_formed,
+    child,
+    full_accept_queue,
+    raw_server,
+    read_request,
+    same_outcome,
+    silence,
+)
+
+TIMEOUT_ERROR = "aiohttp.client_exceptions.ConnectionTimeoutError"
+
+
+def duration(span: ReadableSpan) -> int:
+    assert span.start_time is not None
+    assert span.end_time is not None
+    return span.end_time - span.start_time
+
+
+async def test_a_stall_past_sock_connect(twins: Twins, telemetry: Telemetry) -> None:
+    """The listener's accept queue is full: the SYN is never answered."""
+    timeout = aiohttp.ClientTimeout(sock_connect=0.1)
+    traced, bare = twins()
+    with full_accept_queue() as port:
+        seen = await same_outcome(traced, bare, f"http://127.0.0.1:{port}/", timeout=timeout)
+    assert seen == ("raised", aiohttp.ConnectionTimeoutError)
+
+    assert telemetry.tree() == IP_TREE
+    assert_well_formed(telemetry)
+    request = telemetry.only_span()
+    setup = child(telemetry, request, SETUP)
+    connect = child(telemetry, setup, CONNECT)
+    assert duration(connect) >= 90 * MS
+    # The phase that stalled carries the timeout, as its parents do.
+    assert_error(connect, TIMEOUT_ERROR)
+    assert_error(setup, TIMEOUT_ERROR)
+    assert_transport_error(request, aiohttp.ConnectionTimeoutError)
+
+
+# The server reads the request, then: says nothing at all, or sends the head and a little of a
+# promised body and then nothing more.
+def stalling(head: bool) -> Handler:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        if head:
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + b"x" * 10)
+            await writer.drain()
+        await silence(reader)
+
+    return handle
+
+
+STALLS = {"before the head": False, "mid-body": True}
+
+
+@pytest.mark.parametrize("head", list(STALLS.values()), ids=list(STALLS))
+@pytest.mark.parametrize("kind", ["sock_read", "total"])
+async def test_a_stall_past_a_read_timeout(
+    twins: Twins, telemetry: Telemetry, kind: str, head: bool
+) -> None:
+    timeout = aiohttp.ClientTimeout(**{kind: 0.2})
+    traced, bare = twins()
+    async with raw_server(stalling(head)) as port:
+        url = f"http://127.0.0.1:{port}/"
+        seen = await same_outcome(traced, bare, url, timeout=timeout)
+    assert seen[0] == "raised"
+    error = seen[1]
+    if kind == "sock_read":
+        assert error is aiohttp.SocketTimeoutError
+    else:
+        assert issubclass(error, asyncio.TimeoutError)
+
+    # The connection was fine; the wait for the server was not.
+    assert telemetry.tree() == IP_TREE
+    assert_well_formed(telemetry)
+    request = telemetry.only_span()
+    setup = child(telemetry, request, SETUP)
+    assert_unset(setup)
+    assert_unset(child(telemetry, setup, CONNECT))
+    assert_transport_error(request, error)
+    assert duration(request) >= 190 * MS
+    if head:
+        assert attrs(request)["http.response.status_code"] == 200
+        assert attrs(request)["http.response.body.size"] == 10
+    else:
+        assert "http.response.status_code" not in attrs(request)
