@@ -5,6 +5,7 @@ from __future__ import annotations
 import string
 from collections.abc import AsyncIterator
 
+import aiohttp
 import pytest
 from aiohttp import web
 from hypothesis import given
@@ -360,3 +361,33 @@ async def test_empty_sensitive_query_params_keyword_keeps_only_credential_redact
     await fetch(session, _with_userinfo(http_server, "/ok?sig=xyz"))
 
     assert attrs(telemetry.only_span())["url.full"] == _redacted(http_server, "/ok?sig=xyz")
+
+
+# -- secrets quoted in exception text -------------------------------------------------------
+
+
+async def test_an_exception_quoting_the_url_leaks_no_secret(
+    make_session: SessionFactory, http_server: Server, telemetry: Telemetry
+) -> None:
+    """aiohttp's TooManyRedirects message quotes the request URL, query and all: the exception
+    event's message and stacktrace, and the status description, get it redacted."""
+    url = http_server.url("/loop?sig=s3cr3t&X-Amz-Signature=t0ps3cr3t&color=blue")
+    session = make_session()
+    with pytest.raises(aiohttp.TooManyRedirects) as raised:
+        await fetch(session, url, max_redirects=2)
+    assert "s3cr3t" in str(raised.value)  # what the caller sees is untouched
+
+    last = telemetry.client_spans()[-1]
+    [event] = [e for e in last.events if e.name == "exception"]
+    assert event.attributes is not None
+    texts = [
+        str(event.attributes["exception.message"]),
+        str(event.attributes["exception.stacktrace"]),
+        last.status.description or "",
+    ]
+    for text in texts:
+        assert "s3cr3t" not in text
+        assert "t0ps3cr3t" not in text
+    assert "sig=REDACTED" in texts[0]
+    assert "X-Amz-Signature=REDACTED" in texts[1]
+    assert event.attributes["exception.type"] == "aiohttp.client_exceptions.TooManyRedirects"

@@ -6,6 +6,9 @@ up configuration.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterable
+
 from opentelemetry.metrics import NoOpMeter, get_meter
 from opentelemetry.trace import get_tracer
 from yarl import URL
@@ -18,7 +21,7 @@ from ._diagnostics import report_fault
 from ._metrics import Instruments
 from ._options import Options
 from ._phases import EventPhases, SpanPhases
-from ._redaction import HeaderCapture, UrlRedactor
+from ._redaction import URL_IN_TEXT, HeaderCapture, UrlRedactor
 from ._version import __version__
 
 SCOPE_NAME = "aiohttp_otel"
@@ -79,6 +82,28 @@ class Instrumentation:
     def url_full(self, url: URL) -> str:
         """``url.full``: the user's ``url_filter`` first, then our redaction."""
         text = str(url) if self._url_filter is None else str(self._url_filter(url))
+        return self._redact(text)
+
+    def scrub(self, text: str, known_urls: Iterable[str] = ()) -> str:
+        """Free text (an exception message, a traceback) with every URL in it treated as
+        ``url.full`` is: aiohttp's exceptions quote the request URL, signed query included.
+
+        The request's own URLs are replaced where they appear verbatim (a URL may hold a
+        quote or a space that ends a pattern match early); any other URL-looking text is
+        matched by pattern.
+        """
+        if "://" not in text:
+            return text
+        for raw in sorted(set(known_urls), key=len, reverse=True):
+            if raw and raw in text:
+                text = text.replace(raw, self._scrub_url(raw))
+        return URL_IN_TEXT.sub(lambda match: self._scrub_url(match.group(0)), text)
+
+    def _scrub_url(self, text: str) -> str:
+        if self._url_filter is not None:
+            # Not a URL yarl takes, or a filter that cannot take it: redaction still applies.
+            with contextlib.suppress(Exception):
+                text = str(self._url_filter(URL(text)))
         return self._redact(text)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Final
+from urllib.parse import unquote
 
 from multidict import CIMultiDictProxy, MultiDictProxy
 from opentelemetry.util.types import AttributeValue
@@ -40,6 +41,10 @@ DEFAULT_SENSITIVE_HEADERS: Final = (
 )
 
 
+#: A URL inside free text (an exception's message or traceback).
+URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>]+")
+
+
 class UrlRedactor:
     """Turns a request URL string into the value of ``url.full``."""
 
@@ -64,14 +69,15 @@ class UrlRedactor:
         if query_start < 0 or not self._needles:
             return url
         query = url[query_start + 1 : query_end]
-        if not any(needle in query for needle in self._needles):
+        if "%" not in query and not any(needle in query for needle in self._needles):
             return url
         redacted = "&".join(self._redact_pair(pair) for pair in query.split("&"))
         return f"{url[: query_start + 1]}{redacted}{url[query_end:]}"
 
     def _redact_pair(self, pair: str) -> str:
         key, sep, _ = pair.partition("=")
-        if sep and key in self._keys:
+        # A server decodes "%73ig" to "sig": an encoded key is the same key.
+        if sep and (key in self._keys or ("%" in key and unquote(key) in self._keys)):
             return f"{key}={REDACTED}"
         return pair
 

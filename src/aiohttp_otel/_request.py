@@ -23,6 +23,7 @@ the hop ends when its body is over (``_body`` watches the response), not at its 
 from __future__ import annotations
 
 import contextlib
+import traceback
 import weakref
 from collections.abc import Awaitable
 from time import time_ns
@@ -766,9 +767,24 @@ class RequestTrace:
         span = self._span
         assert span is not None
         if self._recording:
+            # Not span.record_exception(): its message and traceback would carry the URLs
+            # that aiohttp's exceptions quote, secrets and all.
+            urls = [str(self._url)]
+            info = getattr(exc, "request_info", None)
+            if info is not None:
+                urls += (str(info.real_url), str(info.url))
+            inst = self._inst
+            message = inst.scrub(str(exc), urls)
+            trace_text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
             span.set_attribute(sc.ERROR_TYPE, error)
-            span.record_exception(exc)
-            message = str(exc)
+            span.add_event(
+                "exception",
+                {
+                    "exception.type": error,
+                    "exception.message": message,
+                    "exception.stacktrace": inst.scrub(trace_text, urls),
+                },
+            )
             span.set_status(Status(StatusCode.ERROR, message or None))
 
 
