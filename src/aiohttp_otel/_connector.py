@@ -26,9 +26,11 @@ from ._request import RequestTrace
 
 _ORIGINAL_ATTR = "__aiohttp_otel_original__"
 
-#: The traced requests whose connection attempt is running in this task.
-_connecting: contextvars.ContextVar[tuple[RequestTrace, ...]] = contextvars.ContextVar(
-    "aiohttp_otel_connecting", default=()
+#: The traced requests whose connection attempt is running in this task, in a holder that is
+#: emptied when the attempt is over: the event loop keeps a copy of the context for as long as
+#: the new connection lives (its reader callback), and it must not keep the requests alive.
+_connecting: contextvars.ContextVar[list[tuple[RequestTrace, ...]]] = contextvars.ContextVar(
+    "aiohttp_otel_connecting"
 )
 
 
@@ -46,10 +48,12 @@ def install_connection_probe() -> None:
             return await original(self, req, *args, **kwargs)
         for request in requests:
             _guarded(request, request.attempt_connecting, req)
-        token = _connecting.set(requests)
+        holder = [requests]
+        token = _connecting.set(holder)
         try:
             connection = await original(self, req, *args, **kwargs)
         finally:
+            holder.clear()
             _connecting.reset(token)
         for request in requests:
             _guarded(request, request.connection_acquired, connection)
@@ -62,7 +66,8 @@ def install_connection_probe() -> None:
 
     @functools.wraps(start_connection)
     async def traced_start_connection(addr_infos: Any, *args: Any, **kwargs: Any) -> Any:
-        requests = _connecting.get()
+        holder = _connecting.get(None)
+        requests = holder[0] if holder else ()
         if not requests:
             return await start_connection(addr_infos, *args, **kwargs)
         for request in requests:

@@ -7,6 +7,7 @@ up configuration.
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterable
 
 from opentelemetry.metrics import NoOpMeter, get_meter
@@ -97,7 +98,14 @@ class Instrumentation:
         for raw in sorted(set(known_urls), key=len, reverse=True):
             if raw and raw in text:
                 text = text.replace(raw, self._scrub_url(raw))
-        return URL_IN_TEXT.sub(lambda match: self._scrub_url(match.group(0)), text)
+        return URL_IN_TEXT.sub(self._scrub_match, text)
+
+    def _scrub_match(self, match: re.Match[str]) -> str:
+        if match["single"] is not None:
+            return f"'{self._scrub_url(match['single'])}'"
+        if match["double"] is not None:
+            return f'"{self._scrub_url(match["double"])}"'
+        return self._scrub_url(match["bare"])
 
     def _scrub_url(self, text: str) -> str:
         if self._url_filter is not None:

@@ -41,8 +41,12 @@ DEFAULT_SENSITIVE_HEADERS: Final = (
 )
 
 
-#: A URL inside free text (an exception's message or traceback).
-URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>]+")
+_SCHEME = r"[A-Za-z][A-Za-z0-9+.\-]*://"
+#: A URL inside free text (an exception's message or traceback): quoted, it runs to its
+#: closing quote (a URL may hold the other quote); bare, to the first space or quote.
+URL_IN_TEXT = re.compile(
+    rf"'(?P<single>{_SCHEME}[^'\n]*)'|\"(?P<double>{_SCHEME}[^\"\n]*)\"|(?P<bare>{_SCHEME}[^\s'\"<>]+)"
+)
 
 
 class UrlRedactor:

@@ -100,6 +100,7 @@ class RequestTrace:
         "_protocol",
         "_error_type",
         "_next",
+        "_location",
         # connection phases of the current hop
         "_phases",
         "_setup_ctx",
@@ -200,6 +201,7 @@ class RequestTrace:
         self._record_response(response.status, response.version, response.headers)
         self._answered_ns = time_ns()
         self._stage = REDIRECTED
+        self._location = response.headers.get("Location") or response.headers.get("URI") or ""
         self._next = _redirect_target(params.method, params.url, response)
         hook = self._inst.response_hook
         return None if hook is None else self._hook(hook, params)
@@ -770,6 +772,10 @@ class RequestTrace:
             # Not span.record_exception(): its message and traceback would carry the URLs
             # that aiohttp's exceptions quote, secrets and all.
             urls = [str(self._url)]
+            if self._stage == REDIRECTED:  # aiohttp refused to follow: the target is quoted
+                urls.append(self._location)
+                if self._next is not None:
+                    urls.append(str(self._next[1]))
             info = getattr(exc, "request_info", None)
             if info is not None:
                 urls += (str(info.real_url), str(info.url))
