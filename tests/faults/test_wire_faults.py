@@ -134,6 +134,11 @@ async def test_a_malformed_response_head(
     traced, bare = twins()
     async with raw_server(handle) as port:
         seen = await same_outcome(traced, bare, f"http://127.0.0.1:{port}/")
+    if seen[0] == "response" and response == MALFORMED["NUL in a header value"]:
+        # Older parsers accept a NUL in a value (aiohttp 3.10.0 does): then, with and without
+        # tracing alike, it is a response like any other.
+        assert attrs(telemetry.only_span())["http.response.status_code"] == 200
+        return
     # aiohttp reports a head it cannot parse as a ClientResponseError with status 400, but no
     # server said 400: the span must tell the protocol error, not invent a response.
     assert seen == ("raised", aiohttp.ClientResponseError)
