@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
 import ssl
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -260,6 +261,42 @@ async def server(request: pytest.FixtureRequest, tls: Tls) -> AsyncIterator[Serv
         yield srv
 
 
+# -- ports that misbehave --------------------------------------------------------------------
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound once to pick it, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def full_accept_queue() -> Iterator[int]:
+    """A port whose accept queue is full: a new connect to it hangs in SYN (no answer, no RST).
+
+    Loopback connects otherwise finish (or are refused) at once; this is the only way to hold
+    a request inside ``socket connect`` without a mock.
+    """
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = int(listener.getsockname()[1])
+    fillers = []
+    try:
+        for _ in range(2):  # backlog 0 still queues one; one more to be sure
+            filler = socket.socket()
+            filler.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                filler.connect(("127.0.0.1", port))
+            fillers.append(filler)
+        yield port
+    finally:
+        for filler in fillers:
+            filler.close()
+        listener.close()
+
+
 # -- client sessions -------------------------------------------------------------------------
 
 SessionFactory = Callable[..., aiohttp.ClientSession]
@@ -322,3 +359,50 @@ def span_ids(span: ReadableSpan) -> tuple[str, str]:
 
 def echoed_headers(body: str) -> dict[str, str]:
     return json.loads(body)  # type: ignore[no-any-return]
+
+
+# -- reading a response body -----------------------------------------------------------------
+
+Reader = Callable[[aiohttp.ClientResponse], Awaitable[Any]]
+
+
+def read_paths(chunk_size: int) -> dict[str, Reader]:
+    """Every way a caller can read a response body, by name; ``json`` returns the parsed value,
+    the others the body's bytes. ``iter_chunked`` and ``read_n`` ask for ``chunk_size`` bytes."""
+
+    async def read(response: aiohttp.ClientResponse) -> Any:
+        return await response.read()
+
+    async def text(response: aiohttp.ClientResponse) -> Any:
+        return (await response.text()).encode()
+
+    async def json_body(response: aiohttp.ClientResponse) -> Any:
+        return await response.json()
+
+    async def iter_chunked(response: aiohttp.ClientResponse) -> Any:
+        return b"".join([chunk async for chunk in response.content.iter_chunked(chunk_size)])
+
+    async def iter_any(response: aiohttp.ClientResponse) -> Any:
+        return b"".join([chunk async for chunk in response.content.iter_any()])
+
+    async def readline(response: aiohttp.ClientResponse) -> Any:
+        lines = []
+        while line := await response.content.readline():
+            lines.append(line)
+        return b"".join(lines)
+
+    async def read_n(response: aiohttp.ClientResponse) -> Any:
+        chunks = []
+        while chunk := await response.content.read(chunk_size):
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    return {
+        "read": read,
+        "text": text,
+        "json": json_body,
+        "iter_chunked": iter_chunked,
+        "iter_any": iter_any,
+        "readline": readline,
+        "read_n": read_n,
+    }

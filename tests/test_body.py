@@ -11,7 +11,7 @@ import gzip
 import itertools
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -25,7 +25,7 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
 from aiohttp_otel import _body
 
-from .conftest import Server, SessionFactory, Telemetry, Tls, attrs, serve
+from .conftest import Server, SessionFactory, Telemetry, Tls, attrs, read_paths, serve
 
 CHUNK_RECEIVED = "aiohttp.response.chunk_received"
 CHUNK_SENT = "aiohttp.request.chunk_sent"
@@ -419,49 +419,7 @@ async def test_a_streamed_gzip_body_records_decoded_chunks_and_the_wire_total(
 # -- sampled out, and the watch registry -------------------------------------------------------
 
 
-async def _read(response: aiohttp.ClientResponse) -> Any:
-    return await response.read()
-
-
-async def _text(response: aiohttp.ClientResponse) -> Any:
-    return (await response.text()).encode()
-
-
-async def _json_body(response: aiohttp.ClientResponse) -> Any:
-    return await response.json()
-
-
-async def _iter_chunked(response: aiohttp.ClientResponse) -> Any:
-    return b"".join([c async for c in response.content.iter_chunked(64)])
-
-
-async def _iter_any(response: aiohttp.ClientResponse) -> Any:
-    return b"".join([c async for c in response.content.iter_any()])
-
-
-async def _readline(response: aiohttp.ClientResponse) -> Any:
-    lines = []
-    while line := await response.content.readline():
-        lines.append(line)
-    return b"".join(lines)
-
-
-async def _read_n(response: aiohttp.ClientResponse) -> Any:
-    chunks = []
-    while chunk := await response.content.read(64):
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-READERS: dict[str, Callable[[aiohttp.ClientResponse], Awaitable[Any]]] = {
-    "read": _read,
-    "text": _text,
-    "json": _json_body,
-    "iter_chunked": _iter_chunked,
-    "iter_any": _iter_any,
-    "readline": _readline,
-    "read_n": _read_n,
-}
+READERS = read_paths(64)
 
 
 @pytest.mark.parametrize("how", list(READERS))

@@ -12,7 +12,7 @@ import gc
 import itertools
 import json
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from time import time_ns
 from typing import Any
 
@@ -24,7 +24,7 @@ from opentelemetry.trace import StatusCode
 
 from aiohttp_otel import _body, create_trace_config
 
-from .conftest import Server, SessionFactory, Telemetry, Tls, attrs, serve
+from .conftest import Server, SessionFactory, Telemetry, Tls, attrs, read_paths, serve
 
 CHUNK_RECEIVED = "aiohttp.response.chunk_received"
 HEADERS_EVENT = "aiohttp.response.headers"
@@ -235,51 +235,7 @@ async def test_span_end_headers_from_the_environment(
 # -- every read path ---------------------------------------------------------------------------
 
 
-async def _via_read(response: aiohttp.ClientResponse) -> Any:
-    return await response.read()
-
-
-async def _via_text(response: aiohttp.ClientResponse) -> Any:
-    return (await response.text()).encode()
-
-
-async def _via_json(response: aiohttp.ClientResponse) -> Any:
-    return await response.json()
-
-
-async def _via_iter_chunked(response: aiohttp.ClientResponse) -> Any:
-    return b"".join([chunk async for chunk in response.content.iter_chunked(100)])
-
-
-async def _via_iter_any(response: aiohttp.ClientResponse) -> Any:
-    return b"".join([chunk async for chunk in response.content.iter_any()])
-
-
-async def _via_readline(response: aiohttp.ClientResponse) -> Any:
-    lines = []
-    while line := await response.content.readline():
-        lines.append(line)
-    return b"".join(lines)
-
-
-async def _via_read_n(response: aiohttp.ClientResponse) -> Any:
-    chunks = []
-    while chunk := await response.content.read(100):
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-Reader = Callable[[aiohttp.ClientResponse], Awaitable[Any]]
-
-READERS: dict[str, Reader] = {
-    "read": _via_read,
-    "text": _via_text,
-    "json": _via_json,
-    "iter_chunked": _via_iter_chunked,
-    "iter_any": _via_iter_any,
-    "readline": _via_readline,
-    "read_n": _via_read_n,
-}
+READERS = read_paths(100)
 
 
 @pytest.mark.parametrize("how", list(READERS))

@@ -19,7 +19,7 @@ import contextlib
 import logging
 import socket
 import ssl
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from time import time_ns
 from typing import Any
 
@@ -31,7 +31,18 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode
 
-from .conftest import Server, SessionFactory, Telemetry, Tls, attrs, fetch, make_app, serve
+from .conftest import (
+    Server,
+    SessionFactory,
+    Telemetry,
+    Tls,
+    attrs,
+    closed_port,
+    fetch,
+    full_accept_queue,
+    make_app,
+    serve,
+)
 
 GET = "GET"
 SETUP = "HTTP connection_setup"
@@ -106,6 +117,17 @@ def assert_error(span: ReadableSpan, error_type: str) -> None:
     assert attrs(span)["error.type"] == error_type, span.name
 
 
+def phases_session(
+    make_session: SessionFactory, monkeypatch: pytest.MonkeyPatch, how: str, phases: str
+) -> aiohttp.ClientSession:
+    """A session with ``phases`` set by the ``phases=`` keyword (``how="keyword"``) or by the
+    environment variable (``how="env"``)."""
+    if how == "env":
+        monkeypatch.setenv("OTEL_PYTHON_AIOHTTP_CLIENT_PHASES", phases)
+        return make_session()
+    return make_session(phases=phases)
+
+
 async def until(predicate: Callable[[], bool], timeout: float = 2.0) -> None:
     """Poll (bounded) until ``predicate()`` holds."""
     loop = asyncio.get_running_loop()
@@ -157,38 +179,6 @@ class SlowResolver(AbstractResolver):
 
     async def close(self) -> None:
         pass
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextlib.contextmanager
-def full_accept_queue() -> Iterator[int]:
-    """A port whose accept queue is full: a new connect to it hangs in SYN (no answer, no RST).
-
-    Loopback connects otherwise finish (or are refused) at once, so this is the only way to
-    hold a request inside ``socket connect`` without a mock.
-    """
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(0)
-    port = int(listener.getsockname()[1])
-    fillers = []
-    try:
-        for _ in range(2):  # backlog 0 still queues one; one more to be sure
-            filler = socket.socket()
-            filler.setblocking(False)
-            with contextlib.suppress(BlockingIOError):
-                filler.connect(("127.0.0.1", port))
-            fillers.append(filler)
-        yield port
-    finally:
-        for filler in fillers:
-            filler.close()
-        listener.close()
 
 
 @contextlib.asynccontextmanager
@@ -579,11 +569,7 @@ async def test_phase_events_put_the_phases_on_the_client_span(
     monkeypatch: pytest.MonkeyPatch,
     how: str,
 ) -> None:
-    if how == "env":
-        monkeypatch.setenv("OTEL_PYTHON_AIOHTTP_CLIENT_PHASES", "events")
-        session = make_session()
-    else:
-        session = make_session(phases="events")
+    session = phases_session(make_session, monkeypatch, how, "events")
     assert await fetch(session, https_server.url()) == (200, "ok")
     assert await fetch(session, https_server.url()) == (200, "ok")
 
@@ -625,11 +611,7 @@ async def test_phases_off_records_no_phases(
     monkeypatch: pytest.MonkeyPatch,
     how: str,
 ) -> None:
-    if how == "env":
-        monkeypatch.setenv("OTEL_PYTHON_AIOHTTP_CLIENT_PHASES", "off")
-        session = make_session()
-    else:
-        session = make_session(phases="off")
+    session = phases_session(make_session, monkeypatch, how, "off")
     assert await fetch(session, https_server.url()) == (200, "ok")
     assert await fetch(session, https_server.url()) == (200, "ok")
 

@@ -16,7 +16,7 @@ import logging
 import socket
 import ssl
 import struct
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -230,39 +230,6 @@ def reset(writer: asyncio.StreamWriter) -> None:
     writer.transport.abort()
 
 
-@contextlib.contextmanager
-def full_accept_queue() -> Iterator[int]:
-    """A port whose accept queue is full: a new connect to it hangs in SYN (no answer, no RST).
-
-    Loopback connects otherwise finish (or are refused) at once; this is the only way to hold
-    a request inside ``socket connect`` without a mock.
-    """
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(0)
-    port = int(listener.getsockname()[1])
-    fillers = []
-    try:
-        for _ in range(2):  # backlog 0 still queues one; one more to be sure
-            filler = socket.socket()
-            filler.setblocking(False)
-            with contextlib.suppress(BlockingIOError):
-                filler.connect(("127.0.0.1", port))
-            fillers.append(filler)
-        yield port
-    finally:
-        for filler in fillers:
-            filler.close()
-        listener.close()
-
-
-def closed_port() -> int:
-    """A loopback port nothing listens on (bound once to pick it, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def server_context(tls: Tls, *names: str) -> ssl.SSLContext:
     """A server context with a certificate from the suite's CA for ``names`` only."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -301,6 +268,27 @@ def assert_well_formed(telemetry: Telemetry) -> None:
             assert parent.end_time is not None
             assert parent.start_time <= span.start_time, (span.name, parent.name)
             assert span.end_time <= parent.end_time, (span.name, parent.name)
+
+
+def connect_spans(telemetry: Telemetry) -> tuple[ReadableSpan, ReadableSpan, ReadableSpan]:
+    """``(request, setup, connect)`` of a test's one request to an IP literal on a new
+    connection, once its tree is checked to be ``IP_TREE`` and well formed."""
+    assert telemetry.tree() == IP_TREE
+    assert_well_formed(telemetry)
+    request = telemetry.only_span()
+    setup = child(telemetry, request, SETUP)
+    connect = child(telemetry, setup, CONNECT)
+    return request, setup, connect
+
+
+def assert_clean_connection(telemetry: Telemetry, method: str = "GET") -> None:
+    """The connection was set up without fault: the fault is the exchange's, not a phase's."""
+    assert telemetry.tree() == [(0, method), *IP_TREE[1:]]
+    assert_well_formed(telemetry)
+    request = telemetry.only_span()
+    setup = child(telemetry, request, SETUP)
+    assert_unset(setup)
+    assert_unset(child(telemetry, setup, CONNECT))
 
 
 def assert_unset(span: ReadableSpan) -> None:

@@ -16,7 +16,7 @@ import pytest
 import trustme
 from aiohttp import web
 
-from ..conftest import Telemetry, Tls, attrs, serve
+from ..conftest import Telemetry, Tls, attrs, closed_port, serve
 from .conftest import (
     CONNECT,
     DNS,
@@ -32,7 +32,7 @@ from .conftest import (
     assert_unset,
     assert_well_formed,
     child,
-    closed_port,
+    connect_spans,
     fqn,
     raw_server,
     reset,
@@ -50,11 +50,7 @@ async def test_a_refused_port(twins: Twins, telemetry: Telemetry) -> None:
     seen = await same_outcome(traced, bare, f"http://127.0.0.1:{closed_port()}/")
     assert seen == ("raised", aiohttp.ClientConnectorError)
 
-    assert telemetry.tree() == IP_TREE
-    assert_well_formed(telemetry)
-    request = telemetry.only_span()
-    setup = child(telemetry, request, SETUP)
-    connect = child(telemetry, setup, CONNECT)
+    request, setup, connect = connect_spans(telemetry)
     # The connect records the OS error that ended it; its parents, what the caller saw.
     assert_error(connect, "ConnectionRefusedError")
     assert_error(setup, CONNECTOR_ERROR)

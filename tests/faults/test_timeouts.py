@@ -11,20 +11,15 @@ import aiohttp
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan
 
-from ..conftest import Telemetry, attrs
+from ..conftest import Telemetry, attrs, full_accept_queue
 from .conftest import (
-    CONNECT,
-    IP_TREE,
     MS,
-    SETUP,
     Handler,
     Twins,
+    assert_clean_connection,
     assert_error,
     assert_transport_error,
-    assert_unset,
-    assert_well_formed,
-    child,
-    full_accept_queue,
+    connect_spans,
     raw_server,
     read_request,
     same_outcome,
@@ -48,11 +43,7 @@ async def test_a_stall_past_sock_connect(twins: Twins, telemetry: Telemetry) -> 
         seen = await same_outcome(traced, bare, f"http://127.0.0.1:{port}/", timeout=timeout)
     assert seen == ("raised", aiohttp.ConnectionTimeoutError)
 
-    assert telemetry.tree() == IP_TREE
-    assert_well_formed(telemetry)
-    request = telemetry.only_span()
-    setup = child(telemetry, request, SETUP)
-    connect = child(telemetry, setup, CONNECT)
+    request, setup, connect = connect_spans(telemetry)
     assert duration(connect) >= 90 * MS
     # The phase that stalled carries the timeout, as its parents do.
     assert_error(connect, TIMEOUT_ERROR)
@@ -94,12 +85,8 @@ async def test_a_stall_past_a_read_timeout(
         assert issubclass(error, asyncio.TimeoutError)
 
     # The connection was fine; the wait for the server was not.
-    assert telemetry.tree() == IP_TREE
-    assert_well_formed(telemetry)
+    assert_clean_connection(telemetry)
     request = telemetry.only_span()
-    setup = child(telemetry, request, SETUP)
-    assert_unset(setup)
-    assert_unset(child(telemetry, setup, CONNECT))
     assert_transport_error(request, error)
     assert duration(request) >= 190 * MS
     if head:

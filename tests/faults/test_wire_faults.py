@@ -21,6 +21,7 @@ from .conftest import (
     IP_TREE,
     SETUP,
     Twins,
+    assert_clean_connection,
     assert_error,
     assert_transport_error,
     assert_unset,
@@ -32,17 +33,6 @@ from .conftest import (
     same_outcome,
     silence,
 )
-
-
-def assert_clean_connection(telemetry: Telemetry, method: str = "GET") -> None:
-    """The connection was set up without fault: the fault is the exchange's, not a phase's."""
-    assert telemetry.tree() == [(0, method), *IP_TREE[1:]]
-    assert_well_formed(telemetry)
-    request = telemetry.only_span()
-    setup = child(telemetry, request, SETUP)
-    assert_unset(setup)
-    assert_unset(child(telemetry, setup, CONNECT))
-
 
 # -- connection resets -----------------------------------------------------------------------
 
