@@ -119,12 +119,11 @@ def parse_options(
     )
 
 
-def _raw(value: Any, env: Mapping[str, str], var: str) -> tuple[Any, str]:
-    """The keyword, else the environment variable; and which of the two it came from."""
+def _raw(value: Any, env: Mapping[str, str], var: str) -> Any:
+    """The keyword, else the environment variable (an empty one counts as unset), else None."""
     if value is not None:
-        return value, "keyword"
-    text = env.get(var, "").strip()
-    return (text, "env") if text else (None, "")
+        return value
+    return env.get(var, "").strip() or None
 
 
 def _bad_value(option: str, var: str, value: Any, accepted: str, default: Any) -> None:
@@ -142,7 +141,7 @@ def _bad_value(option: str, var: str, value: Any, accepted: str, default: Any) -
 def _choice(
     option: str, value: Any, env: Mapping[str, str], var: str, choices: tuple[str, ...]
 ) -> str:
-    raw, _ = _raw(value, env, var)
+    raw = _raw(value, env, var)
     if raw is None:
         return choices[0]
     text = str(raw).strip().lower()
@@ -157,7 +156,7 @@ _FALSE = ("false", "0", "no", "off")
 
 
 def _flag(option: str, value: Any, env: Mapping[str, str], var: str, *, default: bool) -> bool:
-    raw, _ = _raw(value, env, var)
+    raw = _raw(value, env, var)
     if raw is None:
         return default
     if isinstance(raw, bool):
@@ -172,7 +171,7 @@ def _flag(option: str, value: Any, env: Mapping[str, str], var: str, *, default:
 
 
 def _count(option: str, value: Any, env: Mapping[str, str], var: str, default: int) -> int:
-    raw, _ = _raw(value, env, var)
+    raw = _raw(value, env, var)
     if raw is None:
         return default
     try:
