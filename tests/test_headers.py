@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 import pytest
 from multidict import CIMultiDict
 from opentelemetry.sdk.trace import ReadableSpan
@@ -291,3 +293,17 @@ async def test_request_headers_are_captured_per_hop(
     }
     assert traceparent_of(hops[0]) != traceparent_of(hops[1])
     assert echoed_headers(body)["traceparent"] == traceparent_of(hops[1])
+
+
+async def test_a_captured_location_header_is_redacted_like_url_full(
+    make_session: SessionFactory, http_server: Server, telemetry: Telemetry
+) -> None:
+    """A redirect's Location may carry a signed URL: captured, its secrets are redacted."""
+    target = "/ok?X-Amz-Signature=s3cr3t&color=blue"
+    url = http_server.url(f"/redirect-to?to={quote(target, safe='')}")
+    session = make_session(captured_response_headers=["location"])
+    assert await fetch(session, url) == (200, "ok")
+    first = telemetry.client_spans()[0]
+    assert attrs(first)["http.response.header.location"] == (
+        "/ok?X-Amz-Signature=REDACTED&color=blue",
+    )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from opentelemetry.metrics import NoOpMeter, get_meter
 from opentelemetry.trace import get_tracer
@@ -56,10 +56,16 @@ class Instrumentation:
         self._url_filter = options.url_filter
         self._redact = UrlRedactor(options.sensitive_query_params)
         self.request_headers = _capture(
-            "http.request.header.", options.captured_request_headers, options.sensitive_headers
+            "http.request.header.",
+            options.captured_request_headers,
+            options.sensitive_headers,
+            self._scrub_url,
         )
         self.response_headers = _capture(
-            "http.response.header.", options.captured_response_headers, options.sensitive_headers
+            "http.response.header.",
+            options.captured_response_headers,
+            options.sensitive_headers,
+            self._scrub_url,
         )
         self.phase_recorder: SpanPhases | EventPhases | None = (
             SpanPhases(self.tracer)
@@ -116,6 +122,9 @@ class Instrumentation:
 
 
 def _capture(
-    prefix: str, capture: tuple[str, ...], sensitive: tuple[str, ...]
+    prefix: str,
+    capture: tuple[str, ...],
+    sensitive: tuple[str, ...],
+    scrub_url: Callable[[str], str],
 ) -> HeaderCapture | None:
-    return HeaderCapture(prefix, capture, sensitive) if capture else None
+    return HeaderCapture(prefix, capture, sensitive, scrub_url) if capture else None

@@ -8,7 +8,7 @@ re-encoded, so what a user sees in the trace is the URL their code sent.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Final
 from urllib.parse import unquote
 
@@ -95,6 +95,12 @@ def _authority_end(url: str, start: int) -> int:
     return end
 
 
+#: Headers whose value is a URL: captured, they are redacted as ``url.full`` is.
+URL_HEADERS = frozenset({"location", "content-location", "referer", "uri"})
+
+_AS_IS, _REDACT, _URL = range(3)
+
+
 class HeaderCapture:
     """Builds ``http.{request,response}.header.<name>`` attributes for the configured headers.
 
@@ -102,16 +108,25 @@ class HeaderCapture:
     The decision for each header name is remembered, so a request pays a dict lookup per header.
     """
 
-    __slots__ = ("_capture", "_sensitive", "_prefix", "_decisions")
+    __slots__ = ("_capture", "_sensitive", "_prefix", "_decisions", "_scrub_url")
 
     _MAX_REMEMBERED = 1024
 
-    def __init__(self, prefix: str, capture: Sequence[str], sensitive: Sequence[str]) -> None:
+    def __init__(
+        self,
+        prefix: str,
+        capture: Sequence[str],
+        sensitive: Sequence[str],
+        scrub_url: Callable[[str], str],
+    ) -> None:
         self._prefix = prefix
         self._capture = _compile_any(capture)
         self._sensitive = _compile_any(sensitive)
-        # header name (lower case) -> (attribute key, redact?) or None when not captured
-        self._decisions: dict[str, tuple[str, bool] | None] = {}
+        #: Applied to the values of headers that carry a URL (Location, Referer, ...), which
+        #: would otherwise bring a signed URL's secrets in through the back door.
+        self._scrub_url = scrub_url
+        # header name (lower case) -> (attribute key, how to record) or None when not captured
+        self._decisions: dict[str, tuple[str, int] | None] = {}
 
     def __bool__(self) -> bool:
         return self._capture is not None
@@ -124,21 +139,29 @@ class HeaderCapture:
             decision = self._decide(name.lower())
             if decision is None or decision[0] in out:
                 continue
-            key, redact = decision
+            key, how = decision
             getall = getattr(headers, "getall", None)
             values = getall(name) if getall is not None else [headers[name]]
-            out[key] = [REDACTED_HEADER_VALUE] * len(values) if redact else list(values)
+            if how == _REDACT:
+                out[key] = [REDACTED_HEADER_VALUE] * len(values)
+            elif how == _URL:
+                out[key] = [self._scrub_url(value) for value in values]
+            else:
+                out[key] = list(values)
         return out
 
-    def _decide(self, name: str) -> tuple[str, bool] | None:
+    def _decide(self, name: str) -> tuple[str, int] | None:
         try:
             return self._decisions[name]
         except KeyError:
             pass
-        decision: tuple[str, bool] | None = None
+        decision: tuple[str, int] | None = None
         if self._capture is not None and self._capture.fullmatch(name):
-            redact = self._sensitive is not None and self._sensitive.fullmatch(name) is not None
-            decision = (f"{self._prefix}{name}", redact)
+            if self._sensitive is not None and self._sensitive.fullmatch(name) is not None:
+                how = _REDACT
+            else:
+                how = _URL if name in URL_HEADERS else _AS_IS
+            decision = (f"{self._prefix}{name}", how)
         if len(self._decisions) < self._MAX_REMEMBERED:
             self._decisions[name] = decision
         return decision
