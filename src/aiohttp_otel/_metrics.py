@@ -62,10 +62,6 @@ class Tally:
             self._values[key] = entry = [dict(key), 0]
         entry[1] += amount
 
-    def value(self, attributes: Attributes) -> int:
-        entry = self._values.get(self.key(attributes))
-        return 0 if entry is None else int(entry[1])
-
     def observe(self, _options: CallbackOptions) -> list[Observation]:
         # Called from the reader's thread: take a snapshot of the entries first.
         return [Observation(value, attributes) for attributes, value in list(self._values.values())]
