@@ -224,24 +224,13 @@ def _patterns(
     parsed = _list_value(option, value, env, var)
     if parsed is None:
         return tuple(default)
-    valid = []
-    for pattern in parsed:
-        try:
-            re.compile(pattern)
-        except re.error as exc:
-            warn_once(
-                f"option:{option}:{pattern}",
-                "aiohttp-otel: %s (or %s) entry %r is not a valid regular expression (%s); "
-                "it is ignored. Entries are header names or case-insensitive patterns, "
-                "for example 'content-type' or 'x-.*'.",
-                option,
-                var,
-                pattern,
-                exc,
-            )
-            continue
-        valid.append(pattern)
-    return tuple(valid)
+    return _valid_regexes(
+        parsed,
+        option,
+        f"{option} (or {var})",
+        "Entries are header names or case-insensitive patterns, for example 'content-type' or "
+        "'x-.*'.",
+    )
 
 
 def _excluded_urls(value: Any, env: Mapping[str, str]) -> re.Pattern[str] | None:
@@ -250,24 +239,35 @@ def _excluded_urls(value: Any, env: Mapping[str, str]) -> re.Pattern[str] | None
         parsed = _list_value("excluded_urls", None, env, ENV_EXCLUDED_URLS_GENERIC)
     if not parsed:
         return None
+    valid = _valid_regexes(
+        parsed,
+        "excluded_urls",
+        f"excluded_urls (or {ENV_EXCLUDED_URLS} / {ENV_EXCLUDED_URLS_GENERIC})",
+        "Entries are patterns searched in the URL, for example 'healthz' or "
+        "'^https://internal\\.'.",
+    )
+    return re.compile("|".join(f"(?:{p})" for p in valid)) if valid else None
+
+
+def _valid_regexes(patterns: Sequence[str], option: str, named: str, hint: str) -> tuple[str, ...]:
+    """The entries that compile; each one that does not is reported once and dropped."""
     valid = []
-    for pattern in parsed:
+    for pattern in patterns:
         try:
             re.compile(pattern)
         except re.error as exc:
             warn_once(
-                f"option:excluded_urls:{pattern}",
-                "aiohttp-otel: excluded_urls (or %s / %s) entry %r is not a valid regular "
-                "expression (%s); it is ignored. Entries are patterns searched in the URL, "
-                "for example 'healthz' or '^https://internal\\.'.",
-                ENV_EXCLUDED_URLS,
-                ENV_EXCLUDED_URLS_GENERIC,
+                f"option:{option}:{pattern}",
+                "aiohttp-otel: %s entry %r is not a valid regular expression (%s); it is "
+                "ignored. %s",
+                named,
                 pattern,
                 exc,
+                hint,
             )
             continue
         valid.append(pattern)
-    return re.compile("|".join(f"(?:{p})" for p in valid)) if valid else None
+    return tuple(valid)
 
 
 def _semconv(keyword: Any, env: Mapping[str, str]) -> SemconvMode:

@@ -186,13 +186,7 @@ class RequestTrace:
         offset = self._sent_bytes
         self._sent_bytes = offset + size
         self._sent_chunks += 1
-        inst = self._inst
-        if self._recording and inst.chunk_events and self._sent_chunks <= inst.max_chunk_events:
-            assert self._span is not None
-            self._span.add_event(
-                "aiohttp.request.chunk_sent",
-                {"aiohttp.chunk.size": size, "aiohttp.chunk.offset": offset},
-            )
+        self._chunk_event("aiohttp.request.chunk_sent", self._sent_chunks, size, offset, None)
 
     def redirect(self, _session: Any, params: Any) -> Awaitable[Any] | None:
         if not SENT <= self._stage <= REDIRECTED:
@@ -468,13 +462,19 @@ class RequestTrace:
         self._received_offset = offset + size
         self._received_chunks += 1
         self._last_activity_ns = now
+        self._chunk_event(
+            "aiohttp.response.chunk_received", self._received_chunks, size, offset, now
+        )
+
+    def _chunk_event(
+        self, name: str, count: int, size: int, offset: int, timestamp: int | None
+    ) -> None:
+        """One chunk event, unless this direction reached its cap (sizes are counted anyway)."""
         inst = self._inst
-        if self._recording and inst.chunk_events and self._received_chunks <= inst.max_chunk_events:
+        if self._recording and inst.chunk_events and count <= inst.max_chunk_events:
             assert self._span is not None
             self._span.add_event(
-                "aiohttp.response.chunk_received",
-                {"aiohttp.chunk.size": size, "aiohttp.chunk.offset": offset},
-                timestamp=now,
+                name, {"aiohttp.chunk.size": size, "aiohttp.chunk.offset": offset}, timestamp
             )
 
     def body_received(self) -> None:
@@ -525,8 +525,7 @@ class RequestTrace:
 
     def _begin_hop(self, method: str, url: URL) -> None:
         inst = self._inst
-        span_name = inst.methods.lookup(method)[0]
-        attributes = self._hop_attributes(method, url)
+        span_name, attributes = self._hop_attributes(method, url)
         now = time_ns()
         span = inst.tracer.start_span(
             span_name, self._parent, SpanKind.CLIENT, attributes, start_time=now
@@ -554,9 +553,10 @@ class RequestTrace:
         inst.instruments.active_requests.add(1, key)
         self._counted = True
 
-    def _hop_attributes(self, method: str, url: URL) -> dict[str, AttributeValue]:
+    def _hop_attributes(self, method: str, url: URL) -> tuple[str, dict[str, AttributeValue]]:
+        """The hop's span name and its attributes at start (also its metric attributes)."""
         inst = self._inst
-        _, method_attr, method_original = inst.methods.lookup(method)
+        span_name, method_attr, method_original = inst.methods.lookup(method)
         host = url.host or ""
         port = url.port
         metric: dict[str, AttributeValue] = {
@@ -580,13 +580,14 @@ class RequestTrace:
             attributes[sc.OLD_NET_PEER_NAME] = host
             if port is not None:
                 attributes[sc.OLD_NET_PEER_PORT] = port
-        return attributes
+        return span_name, attributes
 
     def _describe_hop(self, span: Span, method: str, url: URL) -> None:
         self._method = method
         self._url = url
-        span.update_name(self._inst.methods.lookup(method)[0])
-        span.set_attributes(self._hop_attributes(method, url))
+        span_name, attributes = self._hop_attributes(method, url)
+        span.update_name(span_name)
+        span.set_attributes(attributes)
 
     def _context(self) -> Context:
         """The caller's context with this hop's span in it: parent of phases, injected."""
