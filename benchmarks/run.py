@@ -16,7 +16,10 @@ tracemalloc (which slows everything down, so it is never mixed with the timings)
 Modes: ``bare`` (no TraceConfig), ``official`` (opentelemetry-instrumentation-aiohttp-client,
 when installed), ``ours`` (default options), ``ours-events`` (``phases="events"``),
 ``ours-off`` (``phases="off"``) — all with the SDK, a null span exporter and an in-memory
-metric reader — and ``ours-nosdk`` (no SDK: the API's no-op tracer and meter).
+metric reader — and ``ours-nosdk`` (no SDK: the API's no-op tracer and meter), compared with
+``official-nosdk``. ``floor`` and ``floor-nosdk`` are the least any instrumentation can do (one
+span, its traceparent, one duration measurement; see ``floor.py``): what the OpenTelemetry API
+and SDK cost by themselves.
 """
 
 from __future__ import annotations
@@ -93,6 +96,8 @@ def sdk_providers() -> dict[str, Any]:
 
 
 def make_modes() -> dict[str, Callable[[], list[aiohttp.TraceConfig]]]:
+    from floor import floor_trace_config
+
     from aiohttp_otel import create_trace_config
 
     sdk = sdk_providers()
@@ -102,17 +107,27 @@ def make_modes() -> dict[str, Callable[[], list[aiohttp.TraceConfig]]]:
             create_trace_config as official,
         )
     except ImportError:
-        print("(official instrumentation not installed: its row is skipped)", file=sys.stderr)
-    else:
-        modes["official"] = lambda: [official(**sdk)]
-    # One trace config per mode, built once, as an application does.
+        print("(official instrumentation not installed: its rows are skipped)", file=sys.stderr)
+        official = None
+    # One trace config per mode, built once, as an application does. No provider given and
+    # none set globally means the API's no-ops: the "-nosdk" modes.
+    if official is not None:
+        official_sdk = official(**sdk)
+        modes["official"] = lambda: [official_sdk]
+    floor = floor_trace_config(**sdk)
     ours = create_trace_config(**sdk)
     events = create_trace_config(phases="events", **sdk)
     off = create_trace_config(phases="off", **sdk)
-    nosdk = create_trace_config()  # no provider given, none set globally: the API's no-ops
+    modes["floor"] = lambda: [floor]
     modes["ours"] = lambda: [ours]
     modes["ours-events"] = lambda: [events]
     modes["ours-off"] = lambda: [off]
+    if official is not None:
+        official_nosdk = official()
+        modes["official-nosdk"] = lambda: [official_nosdk]
+    floor_nosdk = floor_trace_config()
+    nosdk = create_trace_config()
+    modes["floor-nosdk"] = lambda: [floor_nosdk]
     modes["ours-nosdk"] = lambda: [nosdk]
     return modes
 
@@ -226,7 +241,12 @@ def report(name: str, spec: Spec, results: dict[str, Samples], clock: str) -> No
         return statistics.median(getattr(results[mode], clock))
 
     bare = median("bare")
-    official = median("official") - bare if "official" in results else None
+    # Each mode is compared with the official package under the same SDK setting.
+    official = {
+        suffix: median(f"official{suffix}") - bare
+        for suffix in ("", "-nosdk")
+        if f"official{suffix}" in results
+    }
     print(
         f"\n{name}: {spec.note}  [{clock} time per request; median of "
         f"{len(results['bare'].wall)} rounds, ± interquartile range]"
@@ -239,9 +259,8 @@ def report(name: str, spec: Spec, results: dict[str, Samples], clock: str) -> No
         values = getattr(samples, clock)
         med = statistics.median(values)
         overhead = med - bare
-        vs_official = (
-            f"{overhead / official:11.2f}" if official and mode not in ("bare",) else f"{'':>11s}"
-        )
+        theirs = official.get("-nosdk" if mode.endswith("-nosdk") else "")
+        vs_official = f"{overhead / theirs:11.2f}" if theirs and mode != "bare" else f"{'':>11s}"
         print(
             f"  {mode:12s} {med * 1e6:12.1f} {spread(values) * 1e6:8.1f} {overhead * 1e6:12.1f} "
             f"{med / bare:7.3f} {vs_official} {samples.peak / 2**20:9.2f}"

@@ -15,6 +15,7 @@ The record lives on the protocol object itself, so it goes away with the connect
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from time import time_ns
 from typing import Any
 
@@ -33,19 +34,32 @@ ACTIVE, IDLE, CLOSED = "active", "idle", "closed"
 
 
 class ConnectionRecord:
-    """One connection: the span that opened it (for links), its attributes and its state."""
+    """One connection: the span that opened it (for links), its peer, its metric attributes
+    and its state."""
 
-    __slots__ = ("origin", "_instruments", "_attributes", "_active", "_idle", "state", "_opened")
+    __slots__ = (
+        "origin",
+        "peer",
+        "_instruments",
+        "_attributes",
+        "_active",
+        "_idle",
+        "state",
+        "_opened",
+    )
 
     # _active and _idle are the tally keys of the two states.
 
     def __init__(
         self,
         origin: SpanContext | None,
+        peer: Mapping[str, AttributeValue] | None,
         instruments: Instruments,
         attributes: dict[str, AttributeValue],
     ) -> None:
         self.origin = origin
+        # network.peer.* for every request that reuses it, read from the socket once.
+        self.peer = peer
         self._instruments = instruments
         self._attributes = attributes
         key = Tally.key

@@ -87,11 +87,13 @@ def install_connection_probe() -> None:
 
 
 def _ours(traces: Any) -> tuple[RequestTrace, ...]:
-    return tuple(
-        request
-        for trace in traces
-        if type(request := getattr(trace, "_trace_config_ctx", None)) is RequestTrace
-    )
+    """Our requests among the traces that are being traced (not untraced or dormant ones)."""
+    ours: tuple[RequestTrace, ...] = ()
+    for trace in traces:  # almost always one
+        request = getattr(trace, "_trace_config_ctx", None)
+        if type(request) is RequestTrace and request.traced:
+            ours += (request,)
+    return ours
 
 
 def _guarded(request: RequestTrace, step: Any, arg: Any) -> None:

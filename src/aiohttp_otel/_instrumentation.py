@@ -22,6 +22,7 @@ from ._diagnostics import report_fault
 from ._metrics import Instruments
 from ._options import Options
 from ._phases import EventPhases, SpanPhases
+from ._providers import RecordingWatch
 from ._redaction import URL_IN_TEXT, HeaderCapture, UrlRedactor
 from ._version import __version__
 
@@ -40,6 +41,7 @@ class Instrumentation:
             SCOPE_NAME, __version__, options.tracer_provider, schema_url=SCHEMA_URL
         )
         self.dup = options.semconv is sc.SemconvMode.DUP
+        self._recording = RecordingWatch(options.tracer_provider, options.meter_provider)
         try:
             meter = get_meter(
                 SCOPE_NAME, __version__, options.meter_provider, schema_url=SCHEMA_URL
@@ -85,6 +87,15 @@ class Instrumentation:
                 report_fault(
                     f"{install.__name__} (some phases and body events will be missing)", exc
                 )
+
+    def dormant(self) -> bool:
+        """True while nothing could record a request (no SDK yet) and no hook wants to see
+        it: the request then only passes on the context it came with."""
+        return (
+            not self._recording.can_record()
+            and self.request_hook is None
+            and self.response_hook is None
+        )
 
     def url_full(self, url: URL) -> str:
         """``url.full``: the user's ``url_filter`` first, then our redaction."""

@@ -40,6 +40,7 @@ from opentelemetry.trace import (
     SpanKind,
     Status,
     StatusCode,
+    get_current_span,
     set_span_in_context,
 )
 from opentelemetry.util.types import AttributeValue
@@ -51,7 +52,7 @@ from . import _semconv as sc
 from ._coexistence import evict_official
 from ._connections import RECORD_ATTR, ConnectionRecord, record_of
 from ._hooks import Hook, settle
-from ._metrics import Tally, dns_error_type
+from ._metrics import Tally, TallyKey, dns_error_type
 from ._tls import tls_attributes
 
 if TYPE_CHECKING:
@@ -82,6 +83,7 @@ class RequestTrace:
     __slots__ = (
         "trace_request_ctx",
         "_inst",
+        "_carried",
         "_stage",
         "_parent",
         "_span",
@@ -120,18 +122,29 @@ class RequestTrace:
         "_unwatch",
     )
 
+    # Set when a hop begins (``_begin_hop``), never for a request that is not traced.
+    _late: dict[str, AttributeValue]
+    _counted: bool
+    _active_key: TallyKey
+    _sent_chunks: int
+    _sent_bytes: int
+
     def __init__(self, instrumentation: Instrumentation, trace_request_ctx: Any = None) -> None:
         self.trace_request_ctx = trace_request_ctx
         self._inst = instrumentation
+        # Built for every request, traced or not: only what the untraced path reads is set
+        # here; a hop sets the rest when it begins.
+        self._carried: Context | None = None
         self._stage = DONE
         self._span: Span | None = None
         self._phases: dict[ph.Phase, ph.OpenPhase] | None = None
-        self._late: dict[str, AttributeValue] = {}
-        self._response: Any = None
         self._resend_count = 0
-        self._counted = False
-        self._sent_chunks = self._sent_bytes = 0
         self._dns_started_ns = 0
+
+    @property
+    def traced(self) -> bool:
+        """True while a hop of this request is being recorded."""
+        return self._stage != DONE
 
     # -- request signals: each returns an awaitable (an async hook) or None -------------------
 
@@ -145,7 +158,12 @@ class RequestTrace:
             return None
         if len(session._trace_configs) > 1:
             evict_official(session)
-        self._parent = otel_context.get_current()
+        self._parent = parent = otel_context.get_current()
+        if inst.dormant():
+            # Nothing can record, but a trace that came in must go on past this service.
+            if get_current_span(parent).get_span_context().is_valid:
+                self._carried = parent
+            return None
         self._begin_hop(params.method, url)
         hook = inst.request_hook
         return None if hook is None else self._hook(hook, params)
@@ -158,6 +176,8 @@ class RequestTrace:
     def headers_sent(self, _session: Any, params: Any) -> Awaitable[Any] | None:
         stage = self._stage
         if not stage:
+            if self._carried is not None:
+                inject(params.headers, context=self._carried)
             return None
         if stage != STARTED:
             self._next_hop()
@@ -402,32 +422,39 @@ class RequestTrace:
         span = self._span
         assert span is not None
         protocol = connection.protocol
-        transport = connection.transport
-        peer = (
-            None if transport is None else sc.peer_attributes(transport.get_extra_info("peername"))
-        )
-        if created:
-            origin = self._finish_setup(transport, peer)
-            if protocol is not None:
-                # The connection remembers who opened it, for the requests that reuse it.
-                metric = self._metric_attrs
-                attributes: dict[str, AttributeValue] = {
-                    sc.SERVER_ADDRESS: metric[sc.SERVER_ADDRESS],
-                    sc.URL_SCHEME: metric[sc.URL_SCHEME],
-                    sc.NETWORK_PROTOCOL_VERSION: CONNECTION_PROTOCOL,
-                }
-                if sc.SERVER_PORT in metric:
-                    attributes[sc.SERVER_PORT] = metric[sc.SERVER_PORT]
-                record = ConnectionRecord(origin, self._inst.instruments, attributes)
-                setattr(protocol, RECORD_ATTR, record)
+        known = None if created else record_of(protocol)
+        if known is not None:
+            # A pooled connection we saw open: its peer was read once, when it opened.
+            peer = known.peer
+            known.acquired()
+            if known.origin is not None and self._recording:
+                span.add_link(known.origin, {"aiohttp.connection.reused": True})
         else:
-            known = record_of(protocol)
-            if known is not None:
-                known.acquired()
-                if known.origin is not None and self._recording:
-                    span.add_link(known.origin, {"aiohttp.connection.reused": True})
+            transport = connection.transport
+            peer = (
+                None
+                if transport is None
+                else sc.peer_attributes(transport.get_extra_info("peername"))
+            )
+            if created:
+                self._remember_connection(protocol, self._finish_setup(transport, peer), peer)
         if peer is not None and self._recording:
             self._late.update(peer)
+
+    def _remember_connection(self, protocol: Any, origin: SpanContext | None, peer: Any) -> None:
+        """The new connection remembers who opened it and where it goes, for its reusers."""
+        if protocol is None:
+            return
+        metric = self._metric_attrs
+        attributes: dict[str, AttributeValue] = {
+            sc.SERVER_ADDRESS: metric[sc.SERVER_ADDRESS],
+            sc.URL_SCHEME: metric[sc.URL_SCHEME],
+            sc.NETWORK_PROTOCOL_VERSION: CONNECTION_PROTOCOL,
+        }
+        if sc.SERVER_PORT in metric:
+            attributes[sc.SERVER_PORT] = metric[sc.SERVER_PORT]
+        record = ConnectionRecord(origin, peer, self._inst.instruments, attributes)
+        setattr(protocol, RECORD_ATTR, record)
 
     def _finish_setup(self, transport: Any, peer: Any) -> SpanContext | None:
         """End the TLS and setup phases with what the new connection tells; return the span
@@ -540,6 +567,7 @@ class RequestTrace:
         self._protocol: str | None = None
         self._error_type: str | None = None
         self._phase_error: str | None = None
+        self._counted = False
         # A span that is not recorded gets no phase or chunk work: nobody would see it.
         self._phases = {} if recording and inst.phase_recorder is not None else None
         self._created = False

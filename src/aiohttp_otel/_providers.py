@@ -1,0 +1,74 @@
+"""Whether anything can record: a configured SDK, or only the API's no-op stand-ins.
+
+Without an SDK the OpenTelemetry API hands out proxies that drop every span and measurement
+until a provider is set, which may happen at any time (an application often instruments first
+and configures the SDK later). Until then a request needs no span, no attributes and no
+metrics: only the context that came in with it is passed on. Telling the two apart costs a
+provider lookup per request, and nothing at all once a provider is there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from opentelemetry import metrics, trace
+from opentelemetry.metrics import MeterProvider, NoOpMeterProvider
+from opentelemetry.trace import NoOpTracerProvider, ProxyTracerProvider, TracerProvider
+
+try:
+    from opentelemetry.metrics._internal import _ProxyMeterProvider
+except ImportError:  # pragma: no cover - an API that moved it: assume an SDK may be there
+    _ProxyMeterProvider = None  # type: ignore[assignment,misc]
+
+
+class RecordingWatch:
+    """Answers "could a span or a measurement be recorded now?" for one trace config."""
+
+    __slots__ = ("_live", "_waiting")
+
+    def __init__(
+        self, tracer_provider: TracerProvider | None, meter_provider: MeterProvider | None
+    ) -> None:
+        # The checks that say "not yet"; once one of them says yes, it stays yes (a global
+        # provider can be set only once).
+        waiting: list[Callable[[], bool]] = []
+        live = False
+        for check in (
+            _unset_check(tracer_provider, trace.get_tracer_provider, ProxyTracerProvider),
+            _unset_check(meter_provider, metrics.get_meter_provider, _ProxyMeterProvider),
+        ):
+            if check is None:
+                live = True
+            elif check is not _NEVER:
+                waiting.append(check)
+        self._live = live
+        self._waiting = tuple(waiting)
+
+    def can_record(self) -> bool:
+        if self._live:
+            return True
+        for still_unset in self._waiting:
+            if not still_unset():
+                self._live = True
+                return True
+        return False
+
+
+def _never() -> bool:
+    return True
+
+
+_NEVER: Callable[[], bool] = _never
+
+
+def _unset_check(
+    given: object, get_global: Callable[[], object], proxy_type: type | None
+) -> Callable[[], bool] | None:
+    """``None`` when the provider records; ``_NEVER`` when it never will (an explicit no-op);
+    otherwise a check that is true while the global provider is still the API's proxy."""
+    provider = given if given is not None else get_global()
+    if isinstance(provider, (NoOpTracerProvider, NoOpMeterProvider)):
+        return _NEVER
+    if given is not None or proxy_type is None or not isinstance(provider, proxy_type):
+        return None
+    return lambda: get_global() is provider
