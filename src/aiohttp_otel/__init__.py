@@ -1,16 +1,31 @@
 """OpenTelemetry tracing for the aiohttp client that shows where each request's time went.
 
-Three ways to switch it on::
+There are three ways to switch it on. Without touching the code, the OpenTelemetry agent finds
+the package's `opentelemetry_instrumentor` entry point:
 
-    # 1. Without touching the code:  opentelemetry-instrument python app.py
+```console
+opentelemetry-instrument python app.py
+```
 
-    # 2. Every session in the process:
-    from aiohttp_otel import AioHttpClientInstrumentor
-    AioHttpClientInstrumentor().instrument()
+For every `aiohttp.ClientSession` created from then on:
 
-    # 3. One session:
-    from aiohttp_otel import create_trace_config
-    session = aiohttp.ClientSession(trace_configs=[create_trace_config()])
+```python
+from aiohttp_otel import AioHttpClientInstrumentor
+
+AioHttpClientInstrumentor().instrument()
+```
+
+For one session:
+
+```python
+import aiohttp
+from aiohttp_otel import create_trace_config
+
+session = aiohttp.ClientSession(trace_configs=[create_trace_config()])
+```
+
+Under `instrument()`, each session carries exactly one aiohttp-otel TraceConfig (yours, if you
+passed one) and none of the official `opentelemetry-instrumentation-aiohttp-client`.
 """
 
 from ._instrumentor import AioHttpClientInstrumentor

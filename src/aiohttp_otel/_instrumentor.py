@@ -29,17 +29,29 @@ _INSTRUMENT_KEYWORDS = _OPTION_KEYWORDS | {"trace_configs"}
 
 
 class AioHttpClientInstrumentor(BaseInstrumentor):  # type: ignore[misc]
-    """Trace every ``aiohttp.ClientSession`` created after ``instrument()``.
+    """Trace every `aiohttp.ClientSession` created after `instrument()`.
 
-    Example::
+    An OpenTelemetry `BaseInstrumentor`: a process-wide singleton, so a second `instrument()`
+    call logs a warning and does nothing until `uninstrument()` is called. The
+    `opentelemetry-instrument` agent calls `instrument()` with no keywords through the
+    `aiohttp_otel` entry point; then only the environment variables configure it.
 
-        from aiohttp_otel import AioHttpClientInstrumentor
+    - `instrument(**options)` takes every keyword of
+      [`create_trace_config`][aiohttp_otel.create_trace_config], plus `trace_configs`: more
+      `aiohttp.TraceConfig` objects to add to every session after ours. Each session it wires
+      carries exactly one aiohttp-otel TraceConfig (the one passed to the session, if any) and
+      none of the official instrumentation's. An unknown keyword is logged once and ignored.
+    - `uninstrument()`: sessions created from then on are not traced, and the sessions that
+      were wired stop being traced too.
 
-        AioHttpClientInstrumentor().instrument(captured_response_headers=["content-type"])
+    ```python
+    from aiohttp_otel import AioHttpClientInstrumentor
 
-    ``instrument()`` takes the keywords of :func:`create_trace_config`, plus ``trace_configs``:
-    more TraceConfigs to add to every session. ``uninstrument()`` also stops tracing on the
-    sessions it had already wired.
+    AioHttpClientInstrumentor().instrument(
+        captured_response_headers=["content-type"],
+        excluded_urls=["/healthz$"],
+    )
+    ```
     """
 
     _trace_config: OtelTraceConfig | None = None
@@ -100,12 +112,16 @@ class AioHttpClientInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     def instrument_session(self, session: aiohttp.ClientSession) -> None:
         """Add our TraceConfig to a session that already exists. Idempotent.
 
-        Uses the options of the active ``instrument()`` call, or the defaults.
+        For sessions created before `instrument()`, which are not traced otherwise. Uses the
+        options of the active `instrument()` call or, without one, the defaults and the
+        environment variables (read once, on the first such call).
 
-        Example::
+        ```python
+        session = aiohttp.ClientSession()  # created before instrument()
+        AioHttpClientInstrumentor().instrument_session(session)
+        ```
 
-            session = aiohttp.ClientSession()
-            AioHttpClientInstrumentor().instrument_session(session)
+        :param session: the session to trace.
         """
         trace_config = self._trace_config
         if trace_config is None:
@@ -119,9 +135,13 @@ class AioHttpClientInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     def uninstrument_session(session: aiohttp.ClientSession) -> None:
         """Stop tracing one session: our TraceConfigs are taken off it.
 
-        Example::
+        Other sessions stay traced. A static method, like the official instrumentor's.
 
-            AioHttpClientInstrumentor.uninstrument_session(session)
+        ```python
+        AioHttpClientInstrumentor.uninstrument_session(session)
+        ```
+
+        :param session: the session to stop tracing.
         """
         session._trace_configs = [
             tc for tc in session._trace_configs if not isinstance(tc, OtelTraceConfig)

@@ -93,53 +93,76 @@ def create_trace_config(
 ) -> aiohttp.TraceConfig:
     """Create a TraceConfig that traces every request of the sessions it is given to.
 
-    The keywords are those of ``opentelemetry-instrumentation-aiohttp-client``, plus ours.
-    Options not given are read from the environment, once, here.
+    The first nine keywords are those of `opentelemetry-instrumentation-aiohttp-client`, in
+    the same order; the others are keyword-only. An option left at `None` is read from its
+    environment variable, once, here, and a bad value is logged once and replaced by the
+    default: it never raises. An unknown keyword raises `TypeError`, as for any function.
 
-    Example::
+    ```python
+    import aiohttp
+    from aiohttp_otel import create_trace_config
 
-        import aiohttp
-        from aiohttp_otel import create_trace_config
+    trace_config = create_trace_config(captured_response_headers=["content-type"])
+    async with aiohttp.ClientSession(trace_configs=[trace_config]) as session:
+        async with session.get("http://localhost:8080/") as response:
+            await response.text()
+    ```
 
-        async with aiohttp.ClientSession(trace_configs=[create_trace_config()]) as session:
-            async with session.get("http://localhost:8080/") as response:
-                await response.text()
-
-    :param url_filter: ``url -> str``, applied to the request URL before redaction, to build
-        ``url.full``. Example: ``lambda url: str(url.with_query(None))``.
-    :param request_hook: ``(span, params)`` or ``(span, params, trace_request_ctx)``, sync or
-        async: called when the first hop's span starts (``TraceRequestStartParams``), and for each
-        later hop when its headers are sent (``TraceRequestHeadersSentParams``).
-    :param response_hook: same shape, called before each hop's span ends (also on error).
-    :param tracer_provider: defaults to the global one.
-    :param meter_provider: defaults to the global one.
-    :param sem_conv_opt_in_mode: ``"http"`` (stable, the default) or ``"http/dup"`` (stable plus
-        the pre-1.21 names); default from ``OTEL_SEMCONV_STABILITY_OPT_IN``.
-    :param captured_request_headers: header names or case-insensitive patterns to record as
-        ``http.request.header.<name>``; default from
-        ``OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_CLIENT_REQUEST``.
-    :param captured_response_headers: likewise for ``http.response.header.<name>``.
-    :param sensitive_headers: patterns whose captured values become ``[REDACTED]``; replaces
-        :data:`DEFAULT_SENSITIVE_HEADERS`; default from
-        ``OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS``.
-    :param sensitive_query_params: query keys whose values become ``REDACTED`` in ``url.full``;
-        replaces :data:`DEFAULT_SENSITIVE_QUERY_PARAMS`.
-    :param excluded_urls: patterns searched in the URL; a match means no span, no metric and no
-        injected headers. Default from ``OTEL_PYTHON_AIOHTTP_CLIENT_EXCLUDED_URLS``, then
-        ``OTEL_PYTHON_EXCLUDED_URLS``.
-    :param known_methods: methods kept as they are; others are recorded as ``_OTHER``. Default
-        from ``OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS``.
-    :param phases: ``"spans"`` (default): connection phases as child spans; ``"events"``: the
-        same data as events on the one CLIENT span; ``"off"``. Default from
-        ``OTEL_PYTHON_AIOHTTP_CLIENT_PHASES``.
-    :param chunk_events: record body chunks as span events (default true). Default from
-        ``OTEL_PYTHON_AIOHTTP_CLIENT_CHUNK_EVENTS``.
-    :param max_chunk_events: at most this many chunk events per direction per span (default
-        64); sizes are counted past the cap. Default from
-        ``OTEL_PYTHON_AIOHTTP_CLIENT_MAX_CHUNK_EVENTS``.
-    :param span_end: ``"body"`` (default): the CLIENT span ends when the body is over;
-        ``"headers"``: when the response headers arrive. Default from
-        ``OTEL_PYTHON_AIOHTTP_CLIENT_SPAN_END``.
+    :param url_filter: `(yarl.URL) -> str`, run on the request URL to build `url.full`
+        before redaction; the request itself is unchanged. Example:
+        `url_filter=lambda url: str(url.with_query(None))`.
+    :param request_hook: `(span, params)`, or `(span, params, trace_request_ctx)` for a hook
+        with three positional parameters; sync or async. Called when the first hop's span
+        starts (`aiohttp.TraceRequestStartParams`), and for each later hop when its headers are
+        sent (`TraceRequestHeadersSentParams`). Example:
+        `request_hook=lambda span, params: span.set_attribute("app.path", params.url.path)`.
+    :param response_hook: the same shapes, called before each hop's span ends: with
+        `aiohttp.TraceRequestRedirectParams`, `aiohttp.TraceRequestEndParams` or
+        `aiohttp.TraceRequestExceptionParams`. Example:
+        `response_hook=lambda span, params: span.set_attribute("app.ok", True)`.
+    :param tracer_provider: where the spans go; default: the global tracer provider.
+        Example: `tracer_provider=TracerProvider()`.
+    :param meter_provider: where the metrics go; default: the global meter provider.
+        Example: `meter_provider=MeterProvider(metric_readers=[reader])`.
+    :param sem_conv_opt_in_mode: `"http"` (the stable conventions, the default) or
+        `"http/dup"` (stable plus the pre-1.21 names); default from
+        `OTEL_SEMCONV_STABILITY_OPT_IN`. Example: `sem_conv_opt_in_mode="http/dup"`.
+    :param captured_request_headers: header names or case-insensitive patterns, matched
+        against the whole name, to record as `http.request.header.<name>`; default: none,
+        or `OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_CLIENT_REQUEST`. Example:
+        `captured_request_headers=["content-type", "x-.*"]`.
+    :param captured_response_headers: the same for `http.response.header.<name>`; default:
+        none, or `OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_CLIENT_RESPONSE`. Example:
+        `captured_response_headers="content-type,etag"`.
+    :param sensitive_headers: patterns whose captured values become `[REDACTED]`. Replaces
+        [`DEFAULT_SENSITIVE_HEADERS`][aiohttp_otel.DEFAULT_SENSITIVE_HEADERS]; default from
+        `OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS`. Example:
+        `sensitive_headers=[*DEFAULT_SENSITIVE_HEADERS, "x-api-key"]`.
+    :param sensitive_query_params: query keys whose values become `REDACTED` in `url.full`,
+        matched exactly. Replaces
+        [`DEFAULT_SENSITIVE_QUERY_PARAMS`][aiohttp_otel.DEFAULT_SENSITIVE_QUERY_PARAMS]; default
+        from `OTEL_PYTHON_AIOHTTP_CLIENT_SENSITIVE_QUERY_PARAMS`. Example:
+        `sensitive_query_params=[*DEFAULT_SENSITIVE_QUERY_PARAMS, "token"]`.
+    :param excluded_urls: regular expressions searched in the URL; a match means no span, no
+        metric and no injected headers. Default: none, or
+        `OTEL_PYTHON_AIOHTTP_CLIENT_EXCLUDED_URLS`, then `OTEL_PYTHON_EXCLUDED_URLS`. Example:
+        `excluded_urls=["/healthz$"]`.
+    :param known_methods: methods recorded as they are; any other is `_OTHER` and the span is
+        named `HTTP`. Replaces the default (the RFC 9110 methods, `PATCH`, `QUERY`); default
+        from `OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS`. Example:
+        `known_methods=["GET", "POST", "PURGE"]`.
+    :param phases: `"spans"` (the default): the connection phases as INTERNAL child spans;
+        `"events"`: the same data as events on the one CLIENT span; `"off"`: no phases.
+        Default from `OTEL_PYTHON_AIOHTTP_CLIENT_PHASES`. Example: `phases="events"`.
+    :param chunk_events: record body chunks as span events; default `True`, or
+        `OTEL_PYTHON_AIOHTTP_CLIENT_CHUNK_EVENTS`. Example: `chunk_events=False`.
+    :param max_chunk_events: at most this many chunk events per direction per span (0 or
+        more); the body sizes are counted past the cap. Default `64`, or
+        `OTEL_PYTHON_AIOHTTP_CLIENT_MAX_CHUNK_EVENTS`. Example: `max_chunk_events=16`.
+    :param span_end: `"body"` (the default): the CLIENT span ends when the response body is
+        over; `"headers"`: when the response headers arrive, as in the official package.
+        Default from `OTEL_PYTHON_AIOHTTP_CLIENT_SPAN_END`. Example: `span_end="headers"`.
+    :returns: a new `aiohttp.TraceConfig`, for `aiohttp.ClientSession(trace_configs=[...])`.
     """
     options = parse_options(
         url_filter=url_filter,
