@@ -374,18 +374,28 @@ async def test_json_prints_the_span_tree_as_otlp_json(
     code, out = await run_main("trace", https_server.url("/redirect/1"), "--json", "-k")
     assert code == 0
     document = json.loads(out)
-    spans = {span["name"]: span for span in _spans_of(document)}
-    assert len(_spans_of(document)) == 7  # root, 2 hops, setup, DNS, connect, TLS
+    every = _spans_of(document)
+    spans = {span["name"]: span for span in every}
     root = spans["request"]
     assert "parentSpanId" not in root
     assert root["kind"] == 1  # INTERNAL
-    hops = [span for span in _spans_of(document) if span["name"] == "GET"]
+    hops = [span for span in every if span["name"] == "GET"]
     assert [hop["kind"] for hop in hops] == [3, 3]  # CLIENT
     assert {hop["parentSpanId"] for hop in hops} == {root["spanId"]}
-    setup = spans["HTTP connection_setup"]
-    assert setup["parentSpanId"] == hops[0]["spanId"]
-    for phase in ("DNS lookup", "socket connect", "TLS client handshake"):
-        assert spans[phase]["parentSpanId"] == setup["spanId"]
+
+    def children(parent: dict[str, Any]) -> list[str]:
+        return sorted(s["name"] for s in every if s.get("parentSpanId") == parent["spanId"])
+
+    # The first hop opens the connection. The second usually reuses it, but aiohttp 3.10
+    # sometimes opens another (the redirect's connection is not always back in the pool
+    # yet); then its setup has the same phases, its lookup answered from the DNS cache.
+    assert children(hops[0]) == ["HTTP connection_setup"]
+    assert children(hops[1]) in ([], ["HTTP connection_setup"])
+    setups = [s for s in every if s["name"] == "HTTP connection_setup"]
+    assert children(setups[0]) == ["DNS lookup", "TLS client handshake", "socket connect"]
+    for later in setups[1:]:
+        assert children(later) == ["TLS client handshake", "socket connect"]
+    assert len(every) == 3 + 4 * len(setups) - (len(setups) - 1)
     assert {span["traceId"] for span in spans.values()} == {root["traceId"]}
     assert re.fullmatch(r"[0-9a-f]{32}", root["traceId"])
     assert re.fullmatch(r"[0-9a-f]{16}", root["spanId"])
@@ -395,7 +405,10 @@ async def test_json_prints_the_span_tree_as_otlp_json(
     assert attributes["url.full"] == {"stringValue": https_server.url("/ok")}
     assert hops[0]["status"] == {"code": 0}
     assert int(hops[0]["startTimeUnixNano"]) < int(hops[0]["endTimeUnixNano"])
-    assert hops[1]["links"][0]["spanId"] == setup["spanId"]
+    if len(setups) == 1:  # reused: the link leads to the setup that opened the connection
+        assert hops[1]["links"][0]["spanId"] == setups[0]["spanId"]
+    else:
+        assert "links" not in hops[1] or not hops[1]["links"]
     assert hops[1]["events"][0]["name"] == "aiohttp.response.headers"
     # The summary went to standard error, so standard output is only the JSON.
     assert "→ 200 OK after 1 redirect" in capsys.readouterr().err
