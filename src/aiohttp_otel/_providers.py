@@ -39,7 +39,7 @@ class RecordingWatch:
         ):
             if check is None:
                 live = True
-            elif check is not _NEVER:
+            elif check is not _never:
                 waiting.append(check)
         self._live = live
         self._waiting = tuple(waiting)
@@ -55,20 +55,18 @@ class RecordingWatch:
 
 
 def _never() -> bool:
+    """The check of a provider that is a no-op for good: it is always "still unset"."""
     return True
-
-
-_NEVER: Callable[[], bool] = _never
 
 
 def _unset_check(
     given: object, get_global: Callable[[], object], proxy_type: type | None
 ) -> Callable[[], bool] | None:
-    """``None`` when the provider records; ``_NEVER`` when it never will (an explicit no-op);
+    """``None`` when the provider records; ``_never`` when it never will (an explicit no-op);
     otherwise a check that is true while the global provider is still the API's proxy."""
     provider = given if given is not None else get_global()
     if isinstance(provider, (NoOpTracerProvider, NoOpMeterProvider)):
-        return _NEVER
+        return _never
     if given is not None or proxy_type is None or not isinstance(provider, proxy_type):
         return None
     return lambda: get_global() is provider
