@@ -23,7 +23,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
-from aiohttp_otel import _body
+from aiohttp_otel._probes import body as _body
 
 from .conftest import Server, SessionFactory, Telemetry, Tls, attrs, read_paths, serve
 

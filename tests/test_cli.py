@@ -409,7 +409,10 @@ async def test_json_prints_the_span_tree_as_otlp_json(
         assert hops[1]["links"][0]["spanId"] == setups[0]["spanId"]
     else:
         assert "links" not in hops[1] or not hops[1]["links"]
-    assert hops[1]["events"][0]["name"] == "aiohttp.response.headers"
+    assert [e["name"] for e in hops[1]["events"][:2]] == [
+        "aiohttp.request.headers_sent",
+        "aiohttp.response.headers",
+    ]
     # The summary went to standard error, so standard output is only the JSON.
     assert "→ 200 OK after 1 redirect" in capsys.readouterr().err
 

@@ -97,9 +97,11 @@ async def test_hooks_run_on_every_redirect_hop_with_that_hops_span(
         aiohttp.tracing.TraceRequestHeadersSentParams,
         aiohttp.tracing.TraceRequestHeadersSentParams,
     ]
+    # Every hop that ended with a response gets the end-params shape, as in the official
+    # package, whose hooks know end and exception params only.
     assert [type(params) for _, params in responses] == [
-        aiohttp.TraceRequestRedirectParams,
-        aiohttp.TraceRequestRedirectParams,
+        aiohttp.TraceRequestEndParams,
+        aiohttp.TraceRequestEndParams,
         aiohttp.TraceRequestEndParams,
     ]
     assert [params.url.path for _, params in requests] == ["/redirect/2", "/redirect/1", "/ok"]

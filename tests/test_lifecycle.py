@@ -22,7 +22,8 @@ from aiohttp import web
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import StatusCode
 
-from aiohttp_otel import _body, create_trace_config
+from aiohttp_otel import create_trace_config
+from aiohttp_otel._probes import body as _body
 
 from .conftest import Server, SessionFactory, Telemetry, Tls, attrs, read_paths, serve
 

@@ -39,7 +39,8 @@ from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.trace import SpanKind
 from yarl import URL
 
-from aiohttp_otel import _body, create_trace_config
+from aiohttp_otel import create_trace_config
+from aiohttp_otel._probes import body as _body
 from aiohttp_otel._redaction import DEFAULT_SENSITIVE_QUERY_PARAMS, UrlRedactor
 
 from .conftest import (

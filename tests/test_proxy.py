@@ -68,13 +68,30 @@ async def test_https_through_a_connect_proxy(
     (setup,) = telemetry.children(request)
     assert setup.name == "HTTP connection_setup"
     assert setup.kind is SpanKind.INTERNAL
-    # The tunnel's TLS runs inside aiohttp's proxy handshake, which it does not expose: no TLS
-    # span rather than a wrong one. The socket connect is the one to the proxy.
-    assert [s.name for s in telemetry.children(setup)] == ["socket connect"]
-    (connect,) = telemetry.children(setup)
+    # The socket connect goes to the proxy; then the CONNECT exchange opens the tunnel; then
+    # TLS with the origin runs through it.
+    assert [s.name for s in telemetry.children(setup)] == [
+        "socket connect",
+        "HTTP CONNECT tunnel",
+        "TLS client handshake",
+    ]
+    connect, tunnel, handshake = telemetry.children(setup)
     assert attrs(connect)["network.peer.address"] == "127.0.0.1"
     assert attrs(connect)["network.peer.port"] == int(proxy.rsplit(":", 1)[1])
-    assert connect.status.status_code is StatusCode.UNSET
+    assert attrs(tunnel)["server.address"] == "localhost"
+    assert attrs(tunnel)["server.port"] == https_server.port
+    assert attrs(handshake)["server.address"] == "localhost"
+    assert attrs(handshake)["tls.protocol.name"] == "tls"
+    assert attrs(handshake)["tls.protocol.version"] in ("1.2", "1.3")
+    assert isinstance(attrs(handshake)["tls.cipher"], str)
+    assert attrs(handshake)["tls.resumed"] is False
+    for span in (connect, tunnel, handshake):
+        assert span.status.status_code is StatusCode.UNSET
+    assert connect.end_time <= tunnel.start_time <= tunnel.end_time  # type: ignore[operator]
+    assert tunnel.end_time <= handshake.start_time  # type: ignore[operator]
+    assert handshake.end_time <= setup.end_time  # type: ignore[operator]
+    # network.peer.* of the CLIENT span is the proxy: the socket this attempt talks to.
+    assert attrs(request)["network.peer.port"] == int(proxy.rsplit(":", 1)[1])
 
 
 async def test_a_dead_proxy_is_an_error_like_any_refused_connect(

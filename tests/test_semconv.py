@@ -57,6 +57,8 @@ def dup_attributes(server: Server, path: str = "/ok", body_size: int = 2) -> dic
         "http.method": "GET",
         "http.url": server.url(path),
         "http.status_code": 200,
+        # The official package emits the Host too.
+        "http.host": "localhost",
         "net.peer.name": "localhost",
         "net.peer.port": server.port,
     }

@@ -15,13 +15,11 @@ from opentelemetry.trace import get_tracer
 from yarl import URL
 
 from . import _semconv as sc
-from ._body import install_body_probe
-from ._connections import install_lifecycle_probe
-from ._connector import install_connection_probe
 from ._diagnostics import report_fault
 from ._metrics import Instruments
 from ._options import Options
 from ._phases import EventPhases, SpanPhases
+from ._probes import install_probes
 from ._providers import RecordingWatch
 from ._redaction import URL_IN_TEXT, HeaderCapture, UrlRedactor
 from ._version import __version__
@@ -79,14 +77,7 @@ class Instrumentation:
         self.chunk_events = options.chunk_events
         self.max_chunk_events = options.max_chunk_events
         self.end_at_body = options.span_end == "body"
-        for install in (install_connection_probe, install_lifecycle_probe, install_body_probe):
-            try:
-                install()
-            except Exception as exc:
-                # An aiohttp whose internals moved: trace what the signals show, still.
-                report_fault(
-                    f"{install.__name__} (some phases and body events will be missing)", exc
-                )
+        install_probes()
 
     def dormant(self) -> bool:
         """True while nothing could record a request (no SDK yet) and no hook wants to see

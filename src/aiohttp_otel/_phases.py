@@ -27,8 +27,18 @@ CONNECTION_SETUP = Phase("connection_setup", "HTTP connection_setup", False)
 DNS_LOOKUP = Phase("dns_lookup", "DNS lookup", True)
 SOCKET_CONNECT = Phase("socket_connect", "socket connect", True)
 TLS_HANDSHAKE = Phase("tls_handshake", "TLS client handshake", True)
+#: HTTPS through an HTTP proxy: the CONNECT request to the proxy and its answer, between the
+#: socket connect (to the proxy) and the TLS handshake (with the origin, through the tunnel).
+PROXY_CONNECT = Phase("proxy_connect", "HTTP CONNECT tunnel", True)
 
-PHASES = (WAIT_FOR_CONNECTION, CONNECTION_SETUP, DNS_LOOKUP, SOCKET_CONNECT, TLS_HANDSHAKE)
+PHASES = (
+    WAIT_FOR_CONNECTION,
+    CONNECTION_SETUP,
+    DNS_LOOKUP,
+    SOCKET_CONNECT,
+    PROXY_CONNECT,
+    TLS_HANDSHAKE,
+)
 
 _ERROR = Status(StatusCode.ERROR)
 Attributes = dict[str, AttributeValue]
@@ -59,7 +69,9 @@ class SpanPhases:
     def __init__(self, tracer: Tracer) -> None:
         self._tracer = tracer
 
-    def start(self, phase: Phase, parent: Context, attributes: Attributes, now: int) -> OpenPhase:
+    def start(
+        self, phase: Phase, parent: Context, client: Span, attributes: Attributes, now: int
+    ) -> OpenPhase:
         span = self._tracer.start_span(
             phase.span_name, parent, SpanKind.INTERNAL, attributes, start_time=now
         )
@@ -78,17 +90,25 @@ class SpanPhases:
 
 class EventPhases:
     """``phases=events``: one span per request; each phase is a ``.start``/``.end`` event pair
-    on the CLIENT span, the phase's attributes on the ``.end`` event."""
+    on the CLIENT span, the phase's attributes on the ``.end`` event.
+
+    The ``.start`` event is added when the phase starts, so the span's events are stored in
+    time order (a parent's ``.start`` before its children's events)."""
 
     __slots__ = ()
 
-    def start(self, phase: Phase, parent: Context, attributes: Attributes, now: int) -> OpenPhase:
+    def start(
+        self, phase: Phase, parent: Context, client: Span, attributes: Attributes, now: int
+    ) -> OpenPhase:
+        client.add_event(_START_EVENTS[phase.key], timestamp=now)
         return OpenPhase(phase, None, now, dict(attributes))
 
     def finish(self, open_phase: OpenPhase, client: Span, error_type: str | None, end: int) -> None:
-        key = open_phase.phase.key
         attributes = open_phase.attributes
         if error_type is not None:
             attributes["error.type"] = error_type
-        client.add_event(f"{key}.start", timestamp=open_phase.start_ns)
-        client.add_event(f"{key}.end", attributes, timestamp=end)
+        client.add_event(_END_EVENTS[open_phase.phase.key], attributes, timestamp=end)
+
+
+_START_EVENTS = {phase.key: f"{phase.key}.start" for phase in PHASES}
+_END_EVENTS = {phase.key: f"{phase.key}.end" for phase in PHASES}

@@ -25,6 +25,7 @@ SERVER_PORT: Final = "server.port"
 NETWORK_PEER_ADDRESS: Final = "network.peer.address"
 NETWORK_PEER_PORT: Final = "network.peer.port"
 NETWORK_PROTOCOL_VERSION: Final = "network.protocol.version"
+NETWORK_TRANSPORT: Final = "network.transport"
 ERROR_TYPE: Final = "error.type"
 
 # The pre-1.21 names that ``OTEL_SEMCONV_STABILITY_OPT_IN=http/dup`` adds beside the stable ones.
@@ -33,6 +34,7 @@ OLD_HTTP_URL: Final = "http.url"
 OLD_HTTP_STATUS_CODE: Final = "http.status_code"
 OLD_NET_PEER_NAME: Final = "net.peer.name"
 OLD_NET_PEER_PORT: Final = "net.peer.port"
+OLD_HTTP_HOST: Final = "http.host"
 
 OTHER_METHOD: Final = "_OTHER"
 
@@ -112,7 +114,10 @@ def status_error_type(status: int) -> str | None:
 
 
 def peer_attributes(peername: object) -> Mapping[str, AttributeValue] | None:
-    """``network.peer.*`` from a socket's ``getpeername()`` (a 2-tuple, or 4 for IPv6)."""
+    """``network.peer.*`` from a socket's ``getpeername()``: a 2-tuple (4 for IPv6), or the
+    path of a Unix socket, which has no port."""
     if isinstance(peername, tuple) and len(peername) >= 2:
         return {NETWORK_PEER_ADDRESS: str(peername[0]), NETWORK_PEER_PORT: int(peername[1])}
+    if isinstance(peername, str) and peername:
+        return {NETWORK_PEER_ADDRESS: peername, NETWORK_TRANSPORT: "unix"}
     return None

@@ -56,7 +56,8 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerPro
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.trace import SpanKind, use_span
 
-from aiohttp_otel import _body, _diagnostics, _semconv, create_trace_config
+from aiohttp_otel import _diagnostics, _semconv, create_trace_config
+from aiohttp_otel._probes import body as _body
 
 from ..conftest import Server, SessionFactory, Telemetry, Tls, make_app, parse_traceparent, serve
 

@@ -3,17 +3,16 @@
 ``on_response_chunk_received`` fires only from ``read()``, once, with the whole body, and never
 for ``resp.content`` reads. What every read path has in common is the stream the connection
 feeds, so ``StreamReader.feed_data`` (and ``set_exception``, for a body cut short) are wrapped
-once per process. A wrapped call costs one check of an empty dict unless a traced response is
-being received.
+once per process. The stream is fed after decompression, so chunks are the bytes the caller
+reads. A wrapped call costs one check of an empty dict unless a watched body is arriving.
 
-A watched response ends its span at whichever comes first:
+A watched body ends at whichever comes first:
 
 * network EOF (``StreamReader.on_eof``, public): the whole body has arrived;
 * ``release()`` or ``close()`` by the caller (``async with`` calls ``release()``);
 * the stream failing (reset, truncated body): an error;
 * the connection closed under it (the session closed mid-body) or the response being
-  garbage-collected unreleased: then at its last activity, so the span never counts the time
-  the object sat waiting for the collector.
+  garbage-collected unreleased.
 """
 
 from __future__ import annotations
@@ -21,48 +20,45 @@ from __future__ import annotations
 import sys
 import weakref
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp.client_proto import ResponseHandler
-from aiohttp.streams import StreamReader
+from aiohttp.streams import EmptyStreamReader, StreamReader
 
-from ._diagnostics import report_fault
-from ._semconv import is_cancellation
+from .._semconv import is_cancellation
+from .protocol import ORIGINAL_ATTR, BodyListener, guarded
 
-if TYPE_CHECKING:
-    from ._request import RequestTrace
+#: id(stream) -> the listener of the body it carries; only while the body is being received.
+_receiving: dict[int, BodyListener] = {}
 
-#: id(stream) -> the request whose body it carries; only while the body is being received.
-_receiving: dict[int, RequestTrace] = {}
-
-_ORIGINAL_ATTR = "__aiohttp_otel_original__"
+KIND = "body tracking"
 
 
 def install_body_probe() -> None:
     """Wrap ``StreamReader.feed_data`` and ``set_exception`` once; later calls are no-ops."""
     feed_data = StreamReader.feed_data
-    if hasattr(feed_data, _ORIGINAL_ATTR):
+    if hasattr(feed_data, ORIGINAL_ATTR):
         return
     set_exception = StreamReader.set_exception
 
     def traced_feed_data(self: StreamReader, data: bytes, *args: Any, **kwargs: Any) -> Any:
         result = feed_data(self, data, *args, **kwargs)
         if _receiving and data:
-            request = _receiving.get(id(self))
-            if request is not None:
-                _guarded(request.body_chunk, len(data))
+            listener = _receiving.get(id(self))
+            if listener is not None:
+                guarded(KIND, listener.body_chunk, data)
         return result
 
     def traced_set_exception(self: StreamReader, exc: BaseException, *args: Any, **kw: Any) -> Any:
         result = set_exception(self, exc, *args, **kw)
         if _receiving:
-            request = _receiving.get(id(self))
-            if request is not None:
-                _guarded(request.body_failed, exc)
+            listener = _receiving.get(id(self))
+            if listener is not None:
+                guarded(KIND, listener.body_failed, exc)
         return result
 
-    setattr(traced_feed_data, _ORIGINAL_ATTR, feed_data)
-    setattr(traced_set_exception, _ORIGINAL_ATTR, set_exception)
+    setattr(traced_feed_data, ORIGINAL_ATTR, feed_data)
+    setattr(traced_set_exception, ORIGINAL_ATTR, set_exception)
     StreamReader.feed_data = traced_feed_data  # type: ignore[method-assign]
     StreamReader.set_exception = traced_set_exception  # type: ignore[method-assign]
     # Closing a connection drops its payload without failing it: the body is cut off.
@@ -75,12 +71,12 @@ def _cutting_off(close: Callable[[ResponseHandler], None]) -> Callable[[Response
     def traced_close(self: ResponseHandler) -> None:
         if _receiving:
             payload = getattr(self, "_payload", None)
-            request = None if payload is None else _receiving.get(id(payload))
-            if request is not None:
-                _guarded(request.body_abandoned)
+            listener = None if payload is None else _receiving.get(id(payload))
+            if listener is not None:
+                guarded(KIND, listener.body_abandoned)
         close(self)
 
-    setattr(traced_close, _ORIGINAL_ATTR, close)
+    setattr(traced_close, ORIGINAL_ATTR, close)
     return traced_close
 
 
@@ -89,8 +85,7 @@ def is_complete(response: Any) -> bool:
     websocket handshake, whose span ends at the handshake."""
     if response.status == 101 or response.connection is None:
         return True
-    content = response.content
-    return bool(content.is_eof())
+    return bool(response.content.is_eof())
 
 
 def received_size(response: Any) -> int | None:
@@ -101,22 +96,23 @@ def received_size(response: Any) -> int | None:
     size = getattr(content, "total_raw_bytes", None)  # aiohttp >= 3.13
     if size is None:
         size = getattr(content, "total_bytes", None)
+        if size is None and isinstance(content, EmptyStreamReader):
+            # aiohttp 3.11.0-3.11.11 gave StreamReader __slots__ and left this one's count
+            # unset: an empty stream (HEAD, 204, 304) received nothing.
+            return 0
     return size if isinstance(size, int) else None
 
 
-def watch(request: RequestTrace, response: Any) -> Callable[[], None]:
+def watch(listener: BodyListener, response: Any) -> Callable[[], None]:
     """Follow ``response`` until its body is over; return the function that stops watching."""
     content = response.content
     key = id(content)
-    _receiving[key] = request
-    already = getattr(content, "total_bytes", 0)
-    if already:  # what arrived with the headers, before the watch began
-        request.body_chunk(already)
-    content.on_eof(request.body_received)
+    _receiving[key] = listener
+    content.on_eof(listener.body_received)
     owner = weakref.ref(response)
     for name in ("release", "close"):
-        setattr(response, name, _ending(owner, name, request))
-    finalizer = weakref.finalize(response, request.body_abandoned)
+        setattr(response, name, _ending(owner, name, listener))
+    finalizer = weakref.finalize(response, listener.body_abandoned)
 
     def unwatch() -> None:
         _receiving.pop(key, None)
@@ -125,8 +121,14 @@ def watch(request: RequestTrace, response: Any) -> Callable[[], None]:
     return unwatch
 
 
-def _ending(owner: weakref.ref[Any], name: str, request: RequestTrace) -> Callable[..., Any]:
-    """``response.release``/``close`` that end the span first, then do what they always did.
+def buffered(response: Any) -> tuple[bytes, ...]:
+    """The body bytes that arrived with the headers, before a watch began (none are read
+    yet: the caller has not had the response)."""
+    return tuple(getattr(response.content, "_buffer", ()))
+
+
+def _ending(owner: weakref.ref[Any], name: str, listener: BodyListener) -> Callable[..., Any]:
+    """``response.release``/``close`` that end the body first, then do what they always did.
 
     It holds the response weakly: a strong reference would make a cycle and keep an
     unreleased response (and its span) alive until the cycle collector runs.
@@ -138,19 +140,12 @@ def _ending(owner: weakref.ref[Any], name: str, request: RequestTrace) -> Callab
         # let go of.
         failure = sys.exc_info()[1]
         if failure is not None and not is_cancellation(failure):
-            _guarded(request.body_failed, failure)
+            guarded(KIND, listener.body_failed, failure)
         else:
-            _guarded(request.body_released)
+            guarded(KIND, listener.body_released)
         response = owner()
         if response is None:
             return None
         return getattr(type(response), name)(response, *args, **kwargs)
 
     return end_then_call
-
-
-def _guarded(step: Callable[..., None], *args: Any) -> None:
-    try:
-        step(*args)
-    except Exception as exc:
-        report_fault("body tracking", exc)
