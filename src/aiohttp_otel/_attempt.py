@@ -22,8 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import ClientResponseError
 from aiohttp.http_exceptions import HttpProcessingError
-from opentelemetry.trace import Span, SpanContext, SpanKind, Status, StatusCode
-from opentelemetry.trace import set_span_in_context
+from opentelemetry.trace import Span, SpanContext, SpanKind, Status, StatusCode, set_span_in_context
 from opentelemetry.util.types import AttributeValue
 from yarl import URL
 
@@ -110,7 +109,9 @@ class Attempt(BodyListener):
         self.resend_count = resend_count
         span_name, attributes = self._describe(method, url)
         now = time_ns()
-        span = inst.tracer.start_span(span_name, parent, SpanKind.CLIENT, attributes, start_time=now)
+        span = inst.tracer.start_span(
+            span_name, parent, SpanKind.CLIENT, attributes, start_time=now
+        )
         self.span: Span = span
         self.recording = recording = span.is_recording()
         #: The caller's context with this attempt's span in it: injected, parent of phases.
@@ -496,7 +497,11 @@ class Attempt(BodyListener):
         self.record_error(exc, failed_ns, urls=urls)
 
     def record_error(
-        self, exc: BaseException, failed_ns: int, error: str | None = None, urls: tuple[str, ...] = ()
+        self,
+        exc: BaseException,
+        failed_ns: int,
+        error: str | None = None,
+        urls: tuple[str, ...] = (),
     ) -> None:
         """An error: ``error.type`` (the exception's name unless given), and an exception
         event timed at the failure."""

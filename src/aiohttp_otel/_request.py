@@ -223,7 +223,9 @@ class RequestTrace(RequestListener):
     def dns_cache_hit(self, session: aiohttp.ClientSession, params: Any) -> None:
         attempt = self._attempt
         if attempt is not None and attempt.phases is not None:
-            attempt.dns_cache_hit(params.host, _joined_lookup(session, params.host, attempt.url.port))
+            attempt.dns_cache_hit(
+                params.host, _joined_lookup(session, params.host, attempt.url.port)
+            )
 
     # -- what the probes tell ------------------------------------------------------------------
 

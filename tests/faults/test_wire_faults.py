@@ -13,7 +13,6 @@ from typing import Any
 import aiohttp
 import pytest
 
-
 from ..conftest import Telemetry, attrs
 from .conftest import (
     CONNECT,
@@ -21,7 +20,6 @@ from .conftest import (
     SETUP,
     Twins,
     assert_clean_connection,
-    assert_error,
     assert_transport_error,
     assert_unset,
     assert_well_formed,

@@ -41,6 +41,7 @@ PROBED: tuple[tuple[str, str], ...] = (
     ("aiohttp.client_proto", "ResponseHandler.connection_lost"),
 )
 
+
 def missing_internals() -> list[str]:
     """The probed internals this aiohttp does not have, as ``module.Class.name``."""
     missing = []

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextvars
 import functools
-
 from typing import Any
 
 import aiohappyeyeballs
@@ -113,6 +112,3 @@ def install_connection_probe() -> None:
 def _connecting_requests() -> tuple[RequestListener, ...]:
     holder = _connecting.get(None)
     return holder[0] if holder else ()
-
-
-

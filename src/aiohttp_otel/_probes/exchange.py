@@ -47,13 +47,12 @@ def install_exchange_probe() -> None:
     write_bytes = ClientRequest.write_bytes
 
     @functools.wraps(write_bytes)
-    async def traced_write_bytes(self: ClientRequest, *args: Any, **kwargs: Any) -> Any:
-        result = await write_bytes(self, *args, **kwargs)
+    async def traced_write_bytes(self: ClientRequest, *args: Any, **kwargs: Any) -> None:
+        await write_bytes(self, *args, **kwargs)
         requests = request_listeners(self._traces)
         if requests and not _write_failed(args[1] if len(args) > 1 else kwargs.get("conn")):
             for request in requests:
                 guarded(KIND, request.body_written)
-        return result
 
     setattr(traced_write_bytes, ORIGINAL_ATTR, write_bytes)
     ClientRequest.write_bytes = traced_write_bytes  # type: ignore[method-assign]
