@@ -534,6 +534,11 @@ def assert_new_connection_events(span: ReadableSpan, port: int) -> None:
     assert sorted(events) == sorted(order)
     times = [events[name][0] for name in order]
     assert times == sorted(times), list(zip(order, times, strict=True))
+    # Stored in time order too (a parent's .start before its children's events): a backend
+    # that lists events as stored shows the same order.
+    assert [e.name for e in span.events if e.name.split(".")[0] in PHASE_KEYS] == order
+    every = [e.timestamp for e in span.events]
+    assert every == sorted(every)
     assert span.start_time <= times[0]  # type: ignore[operator]
     assert times[-1] <= span.end_time  # type: ignore[operator]
     for name in order:
