@@ -325,9 +325,7 @@ async def test_two_trace_configs_on_one_provider_both_count(
         assert by_state(telemetry) == {"active": 0, "idle": 2}
 
 
-async def test_instrument_after_uninstrument_still_counts(
-    tls: Tls, telemetry: Telemetry
-) -> None:
+async def test_instrument_after_uninstrument_still_counts(tls: Tls, telemetry: Telemetry) -> None:
     instrumentor = AioHttpClientInstrumentor()
     providers = {
         "tracer_provider": telemetry.tracer_provider,

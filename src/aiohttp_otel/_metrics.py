@@ -28,7 +28,7 @@ from ._diagnostics import TRACED, report_fault
 try:
     from opentelemetry.metrics._internal import _PROXY_METER_PROVIDER
 except ImportError:  # pragma: no cover - an API that moved it: no proxy to look through
-    _PROXY_METER_PROVIDER = None
+    _PROXY_METER_PROVIDER = None  # type: ignore[assignment]
 
 # Stable HTTP client duration buckets (seconds); also DNS and queue time.
 DURATION_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10)
