@@ -3,7 +3,7 @@
 Nothing global is set: the provider goes to the trace config, so only this session is traced,
 and whatever else the process does with OpenTelemetry is left alone. Run it::
 
-    python -m pip install aiohttp-otel opentelemetry-sdk
+    python -m pip install -e . opentelemetry-sdk  # in a clone: not on the package index yet
     python examples/manual_session.py
 
 It prints the span tree of its requests. To send the spans to an OTLP endpoint as well (a

@@ -1,6 +1,6 @@
 """A production setup: sampled traces, batched export, one span per request, a clean shutdown.
 
-    python -m pip install aiohttp-otel opentelemetry-sdk opentelemetry-exporter-otlp
+    python -m pip install -e . opentelemetry-sdk opentelemetry-exporter-otlp  # in a clone
     OTEL_SERVICE_NAME=checkout OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4318 \\
         python examples/production.py --orders 200
 

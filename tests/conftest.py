@@ -10,10 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import socket
 import ssl
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -406,3 +409,49 @@ def read_paths(chunk_size: int) -> dict[str, Reader]:
         "readline": readline,
         "read_n": read_n,
     }
+
+
+# -- the README's quick start, as a user pastes it -------------------------------------------
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+QUICK_START_URL = "https://example.com/"
+
+
+def readme_quick_start(url: str) -> str:
+    """The README's quick-start program, requesting ``url`` instead of the public site."""
+    section = README.read_text(encoding="utf-8").split("\n## Quick start\n", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    assert QUICK_START_URL in code, "the README's quick start no longer requests example.com"
+    return code.replace(QUICK_START_URL, url)
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This environment without the runner's own ``OTEL_*`` settings, plus ``extra``."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("OTEL_")}
+    # Loopback must never go through a proxy the machine may have configured.
+    env.update(NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost", **extra)
+    return env
+
+
+async def run_python(
+    script: str, *, launcher: tuple[str, ...] = (), env: dict[str, str] | None = None
+) -> tuple[int, str, str]:
+    """Run ``script`` in a new interpreter (optionally under ``launcher``, e.g. the agent)
+    without blocking the loop that serves it; ``(returncode, stdout, stderr)``."""
+    process = await asyncio.create_subprocess_exec(
+        *launcher,
+        sys.executable,
+        "-c",
+        script,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env if env is not None else clean_env(),
+    )
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), 60)
+    except asyncio.TimeoutError:
+        process.kill()
+        await process.wait()
+        raise
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()

@@ -25,6 +25,7 @@ import pytest
 
 from aiohttp_otel import __version__
 
+from .conftest import Server, clean_env, readme_quick_start, run_python
 from .otlp_receiver import (
     SPAN_KIND_CLIENT,
     SPAN_KIND_INTERNAL,
@@ -39,6 +40,8 @@ AGENT = Path(sys.executable).parent / "opentelemetry-instrument"
 SCOPE = "aiohttp_otel"
 OFFICIAL_SCOPE = "opentelemetry.instrumentation.aiohttp_client"
 COEXISTENCE_WARNING = "official opentelemetry-instrumentation-aiohttp-client is also active"
+# BaseInstrumentor's warning for a second instrument() call.
+ALREADY_INSTRUMENTED = "Attempting to instrument while already instrumented"
 SERVICE = "auto-instrument-test"
 # What app.py requests in one round; the redirect is two hops on the wire.
 HOPS = ["/hello", "/hello", "/moved", "/hello?name=redirected", "/missing"]
@@ -174,6 +177,7 @@ async def test_the_agent_exports_our_spans_and_metrics_over_otlp(
 
     if official_installed():
         assert err.count(COEXISTENCE_WARNING) == 1, err
+    assert ALREADY_INSTRUMENTED not in err
 
 
 async def test_the_agent_passes_our_environment_options_through(
@@ -219,3 +223,37 @@ async def test_disabling_the_official_instrumentation_silences_the_warning(
     assert {span.scope_name for span in spans} == {SCOPE}
     assert_one_round_of_client_spans(spans)
     assert http_receiver.metric_requests == []
+
+
+async def test_the_readme_quick_start_under_the_agent_exports_the_counts(
+    http_server: Server,
+) -> None:
+    """The README's quick start (``instrument()`` plus ``create_trace_config()``) run as it
+    says, under ``opentelemetry-instrument --metrics_exporter console``."""
+    assert AGENT.exists(), f"no opentelemetry-instrument beside {sys.executable}"
+    launcher = (
+        str(AGENT),
+        "--traces_exporter",
+        "console",
+        "--metrics_exporter",
+        "console",
+        "--logs_exporter",
+        "none",
+    )
+    code, out, err = await run_python(
+        readme_quick_start(http_server.url("/ok")),
+        launcher=launcher,
+        env=clean_env(OTEL_SERVICE_NAME=SERVICE),
+    )
+
+    assert code == 0, err
+    assert "200 ok" in out
+    assert "Traceback" not in err, err
+    # The program's own instrument() call is skipped under the agent.
+    assert ALREADY_INSTRUMENTED not in err, err
+    for name in (
+        "http.client.request.duration",
+        "http.client.active_requests",
+        "http.client.open_connections",
+    ):
+        assert f'"name": "{name}"' in out, name

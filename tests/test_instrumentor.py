@@ -325,7 +325,9 @@ async def test_instrument_session_revives_a_session_wired_by_an_earlier_instrume
     assert len(ours_on(session)) == 1
 
 
+@pytest.mark.parametrize("by_keyword", [False, True], ids=["positional", "client_session="])
 async def test_uninstrument_session_stops_tracing_that_session_only(
+    by_keyword: bool,
     instrumentors: Instrumentors,
     new_session: Callable[..., aiohttp.ClientSession],
     http_server: Server,
@@ -334,7 +336,11 @@ async def test_uninstrument_session_stops_tracing_that_session_only(
     instrumentor = instrumentors.instrument_ours()
     stopped, traced = new_session(), new_session()
 
-    instrumentor.uninstrument_session(stopped)
+    if by_keyword:
+        # The official instrumentor's parameter name.
+        instrumentor.uninstrument_session(client_session=stopped)
+    else:
+        instrumentor.uninstrument_session(stopped)
 
     assert ours_on(stopped) == []
     assert await fetch(stopped, http_server.url("/ok")) == (200, "ok")

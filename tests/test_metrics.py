@@ -4,6 +4,7 @@ happened on the wire (the server counts the connections it accepted)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from collections.abc import AsyncIterator
 from typing import Any
@@ -15,7 +16,16 @@ from aiohttp.abc import AbstractResolver
 
 from aiohttp_otel import AioHttpClientInstrumentor, _metrics
 
-from .conftest import Server, SessionFactory, Telemetry, fetch, serve
+from .conftest import (
+    Server,
+    SessionFactory,
+    Telemetry,
+    Tls,
+    fetch,
+    readme_quick_start,
+    run_python,
+    serve,
+)
 
 DURATION = "http.client.request.duration"
 
@@ -262,3 +272,123 @@ async def test_a_thousand_sessions_share_one_set_of_instruments(
     assert len(built) == 1
     [duration] = points(telemetry, DURATION)
     assert duration.count == 3
+
+
+# -- the observable counts, shared per meter provider ----------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def held_stream() -> AsyncIterator[tuple[Server, asyncio.Event]]:
+    """A server that sends the first bytes of a body, then holds it until the event is set."""
+    release = asyncio.Event()
+
+    async def stream(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        await response.prepare(request)
+        await response.write(b"first")
+        await asyncio.wait_for(release.wait(), 10)
+        await response.write(b"last")
+        await response.write_eof()
+        return response
+
+    app = web.Application()
+    app.router.add_get("/stream", stream)
+    async with serve(app) as server:
+        try:
+            yield server, release
+        finally:
+            release.set()
+
+
+def active_total(telemetry: Telemetry) -> int:
+    return sum(p.value for p in points(telemetry, "http.client.active_requests"))
+
+
+async def test_two_trace_configs_on_one_provider_both_count(
+    make_session: SessionFactory, telemetry: Telemetry
+) -> None:
+    # A trace config per session: each is its own create_trace_config() call.
+    first, second = make_session(), make_session()
+    async with held_stream() as (server, release):
+        async with (
+            first.get(server.url("/stream")) as one,
+            second.get(server.url("/stream")) as two,
+        ):
+            assert await one.content.readexactly(5) == b"first"
+            assert await two.content.readexactly(5) == b"first"
+            assert active_total(telemetry) == 2
+            assert by_state(telemetry) == {"active": 2}
+            release.set()
+            assert await one.read() == b"last"
+            assert await two.read() == b"last"
+        assert active_total(telemetry) == 0
+        assert by_state(telemetry) == {"active": 0, "idle": 2}
+
+
+async def test_instrument_after_uninstrument_still_counts(tls: Tls, telemetry: Telemetry) -> None:
+    instrumentor = AioHttpClientInstrumentor()
+    providers = {
+        "tracer_provider": telemetry.tracer_provider,
+        "meter_provider": telemetry.meter_provider,
+    }
+    async with held_stream() as (server, release):
+        for round_ in range(2):
+            instrumentor.instrument(**providers)
+            try:
+                connector = aiohttp.TCPConnector(ssl=tls.client)
+                async with (
+                    aiohttp.ClientSession(connector=connector) as session,
+                    session.get(server.url("/stream")) as response,
+                ):
+                    assert await response.content.readexactly(5) == b"first"
+                    assert active_total(telemetry) == 1, f"round {round_}"
+                    assert by_state(telemetry)["active"] == 1, f"round {round_}"
+                    release.set()
+                    assert await response.read() == b"last"
+                release.clear()
+            finally:
+                instrumentor.uninstrument()
+            assert active_total(telemetry) == 0
+            assert by_state(telemetry) == {"active": 0, "idle": 0}
+    # Both rounds were measured: the duration metric saw two requests.
+    assert total_count(telemetry, DURATION) == 2
+
+
+_SDK = """
+from opentelemetry import metrics
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+reader = InMemoryMetricReader()
+"""
+_SET_PROVIDER = "metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))\n"
+_REPORT = """
+for rm in reader.get_metrics_data().resource_metrics:
+    for sm in rm.scope_metrics:
+        for metric in sm.metrics:
+            print("METRIC", metric.name, len(metric.data.data_points), flush=True)
+"""
+
+
+@pytest.mark.parametrize("sdk", ["before", "after-instrument"])
+async def test_the_readme_quick_start_exports_both_counts(sdk: str, http_server: Server) -> None:
+    """The README's quick start (``instrument()`` plus a session given
+    ``create_trace_config()``) on the global meter provider, set before the code runs or
+    between ``instrument()`` and the request (the API's proxy then stands in for it)."""
+    code = readme_quick_start(http_server.url("/ok"))
+    at = code.index("async def main")  # after the module-level instrument() call
+    if sdk == "before":
+        script = _SDK + _SET_PROVIDER + code + _REPORT
+    else:
+        script = _SDK + code[:at] + _SET_PROVIDER + code[at:] + _REPORT
+    returncode, out, err = await run_python(script)
+    assert returncode == 0, err
+    assert "200 ok" in out
+    counts = {
+        fields[1]: int(fields[2])
+        for fields in (line.split() for line in out.splitlines())
+        if fields and fields[0] == "METRIC"
+    }
+    assert counts.get("http.client.request.duration") == 1, out
+    assert counts.get("http.client.active_requests") == 1, out
+    assert counts.get("http.client.open_connections") == 2, out  # active and idle

@@ -4,7 +4,7 @@ Install the package, the agent and an exporter, configure them with the standard
 variables (README.md beside this file explains each one; ``otel.env`` holds them), and run the
 app under the agent::
 
-    python -m pip install aiohttp-otel opentelemetry-distro opentelemetry-exporter-otlp
+    python -m pip install -e . opentelemetry-distro opentelemetry-exporter-otlp  # in a clone
     set -a; . ./otel.env; set +a      # OTLP over HTTP to localhost:4318
     opentelemetry-instrument python app.py
 

@@ -10,7 +10,7 @@ import contextlib
 import re
 from collections.abc import Callable, Iterable
 
-from opentelemetry.metrics import NoOpMeter, get_meter
+from opentelemetry.metrics import NoOpMeter, NoOpMeterProvider, get_meter
 from opentelemetry.trace import get_tracer
 from yarl import URL
 
@@ -44,11 +44,16 @@ class Instrumentation:
             meter = get_meter(
                 SCOPE_NAME, __version__, options.meter_provider, schema_url=SCHEMA_URL
             )
-            self.instruments = Instruments(meter, dup=self.dup)
+            self.instruments = Instruments(
+                meter, dup=self.dup, meter_provider=options.meter_provider
+            )
         except Exception as exc:
             # A broken meter provider must not cost the traces (nor the request).
             report_fault("the meter provider (metrics are off for this trace config)", exc)
-            self.instruments = Instruments(NoOpMeter(SCOPE_NAME), dup=self.dup)
+            # Its own no-op provider: the counts must not land on the global provider's.
+            self.instruments = Instruments(
+                NoOpMeter(SCOPE_NAME), dup=self.dup, meter_provider=NoOpMeterProvider()
+            )
         self.methods = sc.MethodTable(options.known_methods)
         self.excluded_urls = options.excluded_urls
         self.request_hook = options.request_hook

@@ -132,19 +132,21 @@ class AioHttpClientInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         _wire(session, trace_config, ())
 
     @staticmethod
-    def uninstrument_session(session: aiohttp.ClientSession) -> None:
+    def uninstrument_session(client_session: aiohttp.ClientSession) -> None:
         """Stop tracing one session: our TraceConfigs are taken off it.
 
-        Other sessions stay traced. A static method, like the official instrumentor's.
+        Other sessions stay traced. A static method with the official instrumentor's
+        parameter name, so either call works:
 
         ```python
         AioHttpClientInstrumentor.uninstrument_session(session)
+        AioHttpClientInstrumentor.uninstrument_session(client_session=session)
         ```
 
-        :param session: the session to stop tracing.
+        :param client_session: the session to stop tracing.
         """
-        session._trace_configs = [
-            tc for tc in session._trace_configs if not isinstance(tc, OtelTraceConfig)
+        client_session._trace_configs = [
+            tc for tc in client_session._trace_configs if not isinstance(tc, OtelTraceConfig)
         ]
 
 

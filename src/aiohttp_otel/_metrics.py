@@ -1,19 +1,34 @@
 """The metric instruments, created once per trace config (never per session).
 
 Names, units, buckets and attributes follow the HTTP and DNS semantic conventions; the
-connection and queue instruments follow .NET's, the only other client that has them.
+connection and queue instruments follow .NET's, the only other client that has them. The two
+observable counts are shared by every trace config on one meter provider (`shared_counts`).
 """
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections.abc import Mapping
 from typing import Any
 
-from opentelemetry.metrics import CallbackOptions, Histogram, Meter, Observation
+from opentelemetry.metrics import (
+    CallbackOptions,
+    Histogram,
+    Meter,
+    MeterProvider,
+    Observation,
+    get_meter_provider,
+)
 from opentelemetry.util.types import AttributeValue
 
 from . import _semconv as sc
 from ._diagnostics import TRACED, report_fault
+
+try:
+    from opentelemetry.metrics._internal import _PROXY_METER_PROVIDER
+except ImportError:  # pragma: no cover - an API that moved it: no proxy to look through
+    _PROXY_METER_PROVIDER = None  # type: ignore[assignment]
 
 # Stable HTTP client duration buckets (seconds); also DNS and queue time.
 DURATION_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10)
@@ -84,9 +99,15 @@ class SafeHistogram:
 
 
 class Instruments:
-    """Every instrument of one trace config, with the few recording helpers that need care."""
+    """Every instrument of one trace config, with the few recording helpers that need care.
 
-    def __init__(self, meter: Meter, *, dup: bool) -> None:
+    ``meter_provider`` is the provider ``meter`` came from (``None``: the global one); the
+    observable counts are shared through it.
+    """
+
+    def __init__(
+        self, meter: Meter, *, dup: bool, meter_provider: MeterProvider | None = None
+    ) -> None:
         def histogram(name: str, **kwargs: Any) -> SafeHistogram:
             return SafeHistogram(meter.create_histogram(name, **kwargs))
 
@@ -116,20 +137,7 @@ class Instruments:
             unit="By",
             description="Size of HTTP client response bodies.",
         )
-        self.active_requests = Tally()
-        meter.create_observable_up_down_counter(
-            "http.client.active_requests",
-            callbacks=[self.active_requests.observe],
-            unit="{request}",
-            description="Number of outbound HTTP requests that are currently active on the client.",
-        )
-        self.open_connections = Tally()
-        meter.create_observable_up_down_counter(
-            "http.client.open_connections",
-            callbacks=[self.open_connections.observe],
-            unit="{connection}",
-            description="Number of outbound HTTP connections that are currently active or idle.",
-        )
+        self.active_requests, self.open_connections = shared_counts(meter, meter_provider)
         self.connection_duration = histogram(
             "http.client.connection.duration",
             unit="s",
@@ -155,6 +163,62 @@ class Instruments:
         if self.old_duration is not None:
             old = {_OLD_METRIC_NAMES[k]: v for k, v in attributes.items() if k in _OLD_METRIC_NAMES}
             self.old_duration.record(elapsed_ns / 1e6, old)
+
+
+class _Counts:
+    """The observable counts of one meter provider, registered once with it."""
+
+    __slots__ = ("active_requests", "open_connections")
+
+    def __init__(self, meter: Meter) -> None:
+        self.active_requests = Tally()
+        meter.create_observable_up_down_counter(
+            "http.client.active_requests",
+            callbacks=[self.active_requests.observe],
+            unit="{request}",
+            description="Number of outbound HTTP requests that are currently active on the client.",
+        )
+        self.open_connections = Tally()
+        meter.create_observable_up_down_counter(
+            "http.client.open_connections",
+            callbacks=[self.open_connections.observe],
+            unit="{connection}",
+            description="Number of outbound HTTP connections that are currently active or idle.",
+        )
+
+
+# Held weakly: a provider the application dropped takes its counts with it.
+_COUNTS: weakref.WeakKeyDictionary[object, _Counts] = weakref.WeakKeyDictionary()
+_COUNTS_LOCK = threading.Lock()
+
+
+def shared_counts(meter: Meter, meter_provider: MeterProvider | None) -> tuple[Tally, Tally]:
+    """``(active_requests, open_connections)`` for every trace config on one meter provider.
+
+    The SDK keeps the first observable instrument registered per provider, scope and name
+    and ignores the callbacks of any later one: a second trace config (or an ``instrument()``
+    after ``uninstrument()``) that registered its own would never be reported. So the first
+    trace config on a provider registers the counts, and every later one adds to them.
+    """
+    current = get_meter_provider()
+    provider: object = meter_provider if meter_provider is not None else current
+    with _COUNTS_LOCK:
+        try:
+            counts = _COUNTS.get(provider)
+        except TypeError:  # a provider that cannot be weakly referenced: not shared
+            return _pair(_Counts(meter))
+        if counts is None and provider is current and _PROXY_METER_PROVIDER is not None:
+            # Counts registered through the API's proxy before the SDK was set now feed
+            # the SDK's provider: registering again there would be ignored.
+            counts = _COUNTS.get(_PROXY_METER_PROVIDER)
+        if counts is None:
+            counts = _Counts(meter)
+        _COUNTS[provider] = counts
+    return _pair(counts)
+
+
+def _pair(counts: _Counts) -> tuple[Tally, Tally]:
+    return counts.active_requests, counts.open_connections
 
 
 def dns_error_type(exc: BaseException | None) -> str:
