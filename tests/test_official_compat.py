@@ -245,7 +245,6 @@ async def test_uninstrument_session_with_the_official_keyword(
     assert attrs(span)["url.full"] == http_server.url("/ok?session=traced")
 
 
-@pytest.mark.xfail(strict=True, reason="lead: end-params shape on redirect hops")
 async def test_the_official_response_hook_works_on_every_redirect_hop(
     sessions: list[aiohttp.ClientSession],
     tls: Tls,
@@ -308,7 +307,6 @@ async def test_suppress_http_instrumentation_is_honoured(
     assert len(telemetry.client_spans()) == 1
 
 
-@pytest.mark.xfail(strict=True, reason="lead: http.host in http/dup mode")
 async def test_http_dup_gives_every_old_span_attribute_the_official_package_sets(
     sessions: list[aiohttp.ClientSession],
     tls: Tls,
