@@ -370,9 +370,11 @@ class Attempt(BodyListener):
         # Held weakly while the body arrives: a response the caller drops unreleased must be
         # collectable, or its span could never end.
         self.response = weakref.ref(response)
-        self._unwatch = _body.watch(self, response)
-        for data in _body.buffered(response):  # what arrived with the head
-            self.body_chunk(data)
+        recording = self.recording
+        self._unwatch = _body.watch(self, response, chunks=recording)
+        if recording:
+            for data in _body.buffered(response):  # what arrived with the head
+                self.body_chunk(data)
         failed = response.content.exception()
         if failed is not None:  # cut short before the watch began
             self.body_failed(failed)
@@ -567,7 +569,10 @@ class Attempt(BodyListener):
         if isinstance(response, weakref.ref):
             # A body that was being received: the response may be gone by now.
             alive = response()
-            received = self.received_offset if alive is None else _body.received_size(alive)
+            if alive is not None:
+                received = _body.received_size(alive)
+            else:  # only a recording attempt counted the chunks as they came
+                received = self.received_offset if self.recording else None
         else:
             received = None if response is None else _body.received_size(response)
         sent = self.sent_bytes

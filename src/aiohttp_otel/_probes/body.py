@@ -30,6 +30,9 @@ from .protocol import ORIGINAL_ATTR, BodyListener, guarded
 
 #: id(stream) -> the listener of the body it carries; only while the body is being received.
 _receiving: dict[int, BodyListener] = {}
+#: The same, for the listeners that want each chunk (a recording span): an unsampled one only
+#: needs the body's end, and pays nothing per chunk.
+_chunks: dict[int, BodyListener] = {}
 
 KIND = "body tracking"
 
@@ -43,8 +46,8 @@ def install_body_probe() -> None:
 
     def traced_feed_data(self: StreamReader, data: bytes, *args: Any, **kwargs: Any) -> Any:
         result = feed_data(self, data, *args, **kwargs)
-        if _receiving and data:
-            listener = _receiving.get(id(self))
+        if _chunks and data:
+            listener = _chunks.get(id(self))
             if listener is not None:
                 guarded(KIND, listener.body_chunk, data)
         return result
@@ -103,11 +106,14 @@ def received_size(response: Any) -> int | None:
     return size if isinstance(size, int) else None
 
 
-def watch(listener: BodyListener, response: Any) -> Callable[[], None]:
-    """Follow ``response`` until its body is over; return the function that stops watching."""
+def watch(listener: BodyListener, response: Any, chunks: bool = True) -> Callable[[], None]:
+    """Follow ``response`` until its body is over, and each chunk of it unless ``chunks`` is
+    False; return the function that stops watching."""
     content = response.content
     key = id(content)
     _receiving[key] = listener
+    if chunks:
+        _chunks[key] = listener
     content.on_eof(listener.body_received)
     owner = weakref.ref(response)
     for name in ("release", "close"):
@@ -116,6 +122,7 @@ def watch(listener: BodyListener, response: Any) -> Callable[[], None]:
 
     def unwatch() -> None:
         _receiving.pop(key, None)
+        _chunks.pop(key, None)
         finalizer.detach()
 
     return unwatch
