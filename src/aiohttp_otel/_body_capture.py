@@ -175,10 +175,11 @@ def _textual_codec(content_type: str) -> str | None:
 
 def _codec(charset: str) -> str:
     try:
-        b"".decode(charset)  # LookupError for unknown names and for bytes-to-bytes codecs
+        info = codecs.lookup(charset)
     except LookupError:
         return "utf-8"
-    return codecs.lookup(charset).name
+    # base64, rot13, zlib... are codecs too, but not text encodings.
+    return info.name if getattr(info, "_is_text_encoding", True) else "utf-8"
 
 
 def _content_type(headers: Mapping[str, str] | None) -> str | None:
