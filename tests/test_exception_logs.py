@@ -188,7 +188,7 @@ def test_a_failing_logger_provider_is_reported_once_and_never_raises(
     assert "logger provider" in warnings[0]
 
 
-def test_a_logger_provider_that_cannot_make_a_logger_turns_logs_off(
+def test_a_logger_provider_that_cannot_make_a_logger_falls_back_to_span_events(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.WARNING, logger="aiohttp_otel")
@@ -199,7 +199,7 @@ def test_a_logger_provider_that_cannot_make_a_logger_turns_logs_off(
 
     logger = ExceptionLogger(Broken(), "logs")
     assert logger.logs is False
-    assert logger.spans is False  # "logs" still means no span event
+    assert logger.spans is True  # the exception is still recorded somewhere
     logger.emit(SPAN_CONTEXT, "T", "m", "s", 1)
     [warning] = our_warnings(caplog)
     assert "logger provider" in warning

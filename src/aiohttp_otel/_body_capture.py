@@ -112,13 +112,16 @@ class BodyContent:
         if not raw:
             return None
         content = as_content(bytes(raw), _content_type(headers))
-        if self.body_filter is None:
+        body_filter = self.body_filter
+        if body_filter is None:
             return content
-        return self._filtered(content, headers)
+        return self._filtered(body_filter, content, headers)
 
-    def _filtered(self, content: Content, headers: Mapping[str, str] | None) -> Content | None:
+    def _filtered(
+        self, body_filter: BodyFilter, content: Content, headers: Mapping[str, str] | None
+    ) -> Content | None:
         try:
-            result = self.body_filter(self.direction, content, headers)  # type: ignore[misc]
+            result = body_filter(self.direction, content, headers)
         except Exception as exc:
             report_fault(
                 "body_filter",

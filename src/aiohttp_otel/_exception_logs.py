@@ -70,8 +70,12 @@ class ExceptionLogger:
                     scope_name, __version__, logger_provider, schema_url=schema_url
                 )
             except Exception as exc:
-                report_fault("the logger provider (exceptions are not logged)", exc, TRACED)
+                # Better the deprecated span event than the exception recorded nowhere.
+                report_fault(
+                    "the logger provider (exceptions go to span events instead)", exc, TRACED
+                )
                 self.logs = False
+                self.spans = True
 
     def emit(
         self,
