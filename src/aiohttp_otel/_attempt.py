@@ -100,6 +100,9 @@ class Attempt(BodyListener):
         "_active_key",
         "_counted",
         "_unwatch",
+        "_request_capture",
+        "_response_capture",
+        "_response_headers",
     )
 
     def __init__(
@@ -140,6 +143,12 @@ class Attempt(BodyListener):
         # Attributes learned along the way, written to the span in one go when it ends.
         self._late: Attributes = {}
         self._unwatch: Any = None
+        # Body content, opt-in: only a recording span keeps any.
+        self._request_capture = (
+            inst.request_body.capture() if recording and inst.request_body is not None else None
+        )
+        self._response_capture: Any = None
+        self._response_headers: Any = None
         recorder = inst.phase_recorder
         self.phases: PhaseTracker | None = (
             PhaseTracker(recorder, span, self.context, self._server(), url.scheme in _TLS)
@@ -339,7 +348,10 @@ class Attempt(BodyListener):
         if self.recording:
             self.span.add_event(HEADERS_SENT, timestamp=time_ns())
 
-    def chunk_sent(self, size: int) -> None:
+    def chunk_sent(self, chunk: bytes) -> None:
+        size = len(chunk)
+        if self._request_capture is not None:
+            self._request_capture.feed(chunk)
         offset = self.sent_bytes
         self.sent_bytes = offset + size
         self.sent_chunks = count = self.sent_chunks + 1
@@ -361,10 +373,18 @@ class Attempt(BodyListener):
         self.record_response(response.status, response.version, response.headers)
         if self.recording:
             self.span.add_event(RESPONSE_HEADERS, timestamp=now)
-        if _body.is_complete(response) or not self._inst.end_at_body:
+            content = self._inst.response_body
+            if content is not None:
+                self._response_capture = content.capture()
+                self._response_headers = response.headers
+        complete = _body.is_complete(response)
+        if complete or not self._inst.end_at_body:
             self.state = ANSWERED
             # A body still arriving when the span ends at headers has no size to tell yet.
-            self.response = response if _body.is_complete(response) else None
+            self.response = response if complete else None
+            if self._response_capture is not None:  # what arrived with the head is all
+                for data in _body.buffered(response):
+                    self._response_capture.feed(data)
             return
         self.state = RECEIVING
         # Held weakly while the body arrives: a response the caller drops unreleased must be
@@ -413,6 +433,8 @@ class Attempt(BodyListener):
     def body_chunk(self, data: bytes) -> None:
         if self.state != RECEIVING:
             return
+        if self._response_capture is not None:
+            self._response_capture.feed(data)
         now = time_ns()
         size = len(data)
         offset = self.received_offset
@@ -523,17 +545,23 @@ class Attempt(BodyListener):
         inst = self._inst
         message = inst.scrub(str(exc), known)
         trace_text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        stacktrace = inst.scrub(trace_text, known)
+        exception_type = sc.error_type(exc)
         span = self.span
         span.set_attribute(sc.ERROR_TYPE, error)
-        span.add_event(
-            "exception",
-            {
-                "exception.type": sc.error_type(exc),
-                "exception.message": message,
-                "exception.stacktrace": inst.scrub(trace_text, known),
-            },
-            timestamp=failed_ns,
-        )
+        logs = inst.exception_logs
+        if logs.spans:
+            span.add_event(
+                "exception",
+                {
+                    "exception.type": exception_type,
+                    "exception.message": message,
+                    "exception.stacktrace": stacktrace,
+                },
+                timestamp=failed_ns,
+            )
+        if logs.logs:
+            logs.emit(span.get_span_context(), exception_type, message, stacktrace, failed_ns)
         span.set_status(Status(StatusCode.ERROR, message or None))
 
     def settle_failure(self) -> None:
@@ -582,6 +610,7 @@ class Attempt(BodyListener):
                 late["http.response.body.size"] = received
             if sent:
                 late["http.request.body.size"] = sent
+            self._add_body_content(late)
             if self.received_chunks:
                 late["aiohttp.response.chunk_count"] = self.received_chunks
                 late["aiohttp.response.time_to_first_chunk"] = (
@@ -604,6 +633,18 @@ class Attempt(BodyListener):
             instruments.response_body_size.record(received, metric)
         if sent:
             instruments.request_body_size.record(sent, metric)
+
+    def _add_body_content(self, late: Attributes) -> None:
+        """``http.request.body.content`` / ``http.response.body.content``, when captured."""
+        inst = self._inst
+        for content, capture, headers in (
+            (inst.request_body, self._request_capture, self.request_headers),
+            (inst.response_body, self._response_capture, self._response_headers),
+        ):
+            if content is not None and capture is not None:
+                value = content.value(capture, headers)
+                if value is not None:
+                    late[content.attribute] = value
 
     def uncount(self) -> None:
         """Take this attempt off ``http.client.active_requests``, once."""

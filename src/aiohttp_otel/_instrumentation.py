@@ -15,7 +15,9 @@ from opentelemetry.trace import get_tracer
 from yarl import URL
 
 from . import _semconv as sc
+from ._body_capture import BodyContent, BodyFilter, Direction
 from ._diagnostics import report_fault
+from ._exception_logs import ExceptionLogger
 from ._metrics import Instruments
 from ._options import Options
 from ._phases import EventPhases, SpanPhases
@@ -82,6 +84,20 @@ class Instrumentation:
         self.chunk_events = options.chunk_events
         self.max_chunk_events = options.max_chunk_events
         self.end_at_body = options.span_end == "body"
+        #: Body content capture per direction; ``None`` when off (nothing to do per chunk).
+        self.request_body = _body_content(
+            "request", options.capture_request_body, options.body_filter
+        )
+        self.response_body = _body_content(
+            "response", options.capture_response_body, options.body_filter
+        )
+        #: Where exceptions go: ``.spans`` (the span event), ``.logs`` / ``.emit()`` (a record).
+        self.exception_logs = ExceptionLogger(
+            options.logger_provider,
+            options.exception_signal,
+            scope_name=SCOPE_NAME,
+            schema_url=SCHEMA_URL,
+        )
         install_probes()
 
     def dormant(self) -> bool:
@@ -126,6 +142,12 @@ class Instrumentation:
             with contextlib.suppress(Exception):
                 text = str(self._url_filter(URL(text)))
         return self._redact(text)
+
+
+def _body_content(
+    direction: Direction, cap: int | None, body_filter: BodyFilter | None
+) -> BodyContent | None:
+    return None if cap is None else BodyContent(direction, cap, body_filter)
 
 
 def _capture(

@@ -12,7 +12,15 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ._body_capture import DEFAULT_BODY_CAP
 from ._diagnostics import warn_once
+from ._exception_logs import (
+    ENV_EXCEPTION_SIGNAL,
+    EXCEPTION_SIGNAL_CHOICES,
+    LOGS,
+    LOGS_DUP,
+    SPAN_EVENTS,
+)
 from ._hooks import Hook
 from ._redaction import DEFAULT_SENSITIVE_HEADERS, DEFAULT_SENSITIVE_QUERY_PARAMS
 from ._semconv import DEFAULT_KNOWN_METHODS, SemconvMode
@@ -29,6 +37,8 @@ ENV_PHASES = "OTEL_PYTHON_AIOHTTP_CLIENT_PHASES"
 ENV_CHUNK_EVENTS = "OTEL_PYTHON_AIOHTTP_CLIENT_CHUNK_EVENTS"
 ENV_MAX_CHUNK_EVENTS = "OTEL_PYTHON_AIOHTTP_CLIENT_MAX_CHUNK_EVENTS"
 ENV_SPAN_END = "OTEL_PYTHON_AIOHTTP_CLIENT_SPAN_END"
+ENV_CAPTURE_REQUEST_BODY = "OTEL_PYTHON_AIOHTTP_CLIENT_CAPTURE_REQUEST_BODY"
+ENV_CAPTURE_RESPONSE_BODY = "OTEL_PYTHON_AIOHTTP_CLIENT_CAPTURE_RESPONSE_BODY"
 
 PHASES_CHOICES = ("spans", "events", "off")
 SPAN_END_CHOICES = ("body", "headers")
@@ -55,6 +65,13 @@ class Options:
     chunk_events: bool
     max_chunk_events: int
     span_end: str
+    #: The body capture caps in bytes; ``None`` when capture is off (``False`` or ``0``).
+    capture_request_body: int | None
+    capture_response_body: int | None
+    body_filter: Callable[..., Any] | None
+    logger_provider: Any
+    #: One of ``EXCEPTION_SIGNAL_CHOICES``: ``span_events``, ``logs`` or ``logs/dup``.
+    exception_signal: str
 
 
 def parse_options(
@@ -75,6 +92,11 @@ def parse_options(
     chunk_events: Any = None,
     max_chunk_events: Any = None,
     span_end: Any = None,
+    capture_request_body: Any = None,
+    capture_response_body: Any = None,
+    body_filter: Any = None,
+    logger_provider: Any = None,
+    exception_signal: Any = None,
     environ: Mapping[str, str] | None = None,
 ) -> Options:
     """Build :class:`Options` from keywords, falling back to the environment."""
@@ -116,6 +138,17 @@ def parse_options(
             DEFAULT_MAX_CHUNK_EVENTS,
         ),
         span_end=_choice("span_end", span_end, env, ENV_SPAN_END, SPAN_END_CHOICES),
+        capture_request_body=_body_cap(
+            "capture_request_body", capture_request_body, env, ENV_CAPTURE_REQUEST_BODY
+        ),
+        capture_response_body=_body_cap(
+            "capture_response_body", capture_response_body, env, ENV_CAPTURE_RESPONSE_BODY
+        ),
+        body_filter=_callable_or_none(
+            "body_filter", body_filter, "a callable taking (direction, content, headers)"
+        ),
+        logger_provider=logger_provider,
+        exception_signal=_exception_signal(exception_signal, env),
     )
 
 
@@ -153,6 +186,8 @@ def _choice(
 
 _TRUE = ("true", "1", "yes", "on")
 _FALSE = ("false", "0", "no", "off")
+_TRUE_WORDS = ("true", "yes", "on")
+_FALSE_WORDS = ("false", "no", "off")
 
 
 def _flag(option: str, value: Any, env: Mapping[str, str], var: str, *, default: bool) -> bool:
@@ -182,6 +217,38 @@ def _count(option: str, value: Any, env: Mapping[str, str], var: str, default: i
         return number
     _bad_value(option, var, raw, "a whole number, 0 or more", default)
     return default
+
+
+def _body_cap(option: str, value: Any, env: Mapping[str, str], var: str) -> int | None:
+    """``True`` is the default cap, a whole number is a cap in bytes; off (``False``, ``0``)
+    is ``None``, so that an attempt can tell "capture" from "not" with one check."""
+    raw = _raw(value, env, var)
+    if raw is None or raw is False:
+        return None
+    if raw is True:
+        return DEFAULT_BODY_CAP
+    cap: int | None = None
+    if isinstance(raw, int):
+        cap = raw
+    elif isinstance(raw, str):
+        # Digits are a cap ("1" is one byte, "0" is off); only words are flags here.
+        text = raw.strip().lower()
+        if text in _TRUE_WORDS:
+            cap = DEFAULT_BODY_CAP
+        elif text in _FALSE_WORDS:
+            cap = 0
+        elif text.isascii() and text.isdigit():
+            cap = int(text)
+    if cap is not None and cap >= 0:
+        return cap or None
+    _bad_value(
+        option,
+        var,
+        raw,
+        f"true ({DEFAULT_BODY_CAP} bytes), false, or a cap in bytes (a whole number, 0 or more)",
+        False,
+    )
+    return None
 
 
 def _split(value: str) -> tuple[str, ...]:
@@ -289,6 +356,40 @@ def _semconv(keyword: Any, env: Mapping[str, str]) -> SemconvMode:
     # HTTP categories concern us, and "http/dup" wins over "http".
     categories = _split(env.get(ENV_SEMCONV, ""))
     return SemconvMode.DUP if "http/dup" in categories else SemconvMode.STABLE
+
+
+def _exception_signal(keyword: Any, env: Mapping[str, str]) -> str:
+    if keyword is not None:
+        text = str(keyword).strip().lower()
+        if text in EXCEPTION_SIGNAL_CHOICES:
+            return text
+        _bad_value(
+            "exception_signal",
+            ENV_EXCEPTION_SIGNAL,
+            keyword,
+            ", ".join(EXCEPTION_SIGNAL_CHOICES),
+            SPAN_EVENTS,
+        )
+        return SPAN_EVENTS
+    # Shared by every instrumentation, like OTEL_SEMCONV_STABILITY_OPT_IN: a comma list in
+    # which "logs/dup" wins over "logs".
+    raw = env.get(ENV_EXCEPTION_SIGNAL, "")
+    values = {part.lower() for part in _split(raw)}
+    unknown = values - {LOGS, LOGS_DUP}
+    if unknown:
+        warn_once(
+            f"option:exception_signal:{raw!r}",
+            "aiohttp-otel: %s = %r holds %s, not valid; accepted: %s, %s, or unset (span "
+            "events only). Ignoring it.",
+            ENV_EXCEPTION_SIGNAL,
+            raw,
+            ", ".join(sorted(unknown)),
+            LOGS,
+            LOGS_DUP,
+        )
+    if LOGS_DUP in values:
+        return LOGS_DUP
+    return LOGS if LOGS in values else SPAN_EVENTS
 
 
 def _callable_or_none(option: str, value: Any, expected: str) -> Any:

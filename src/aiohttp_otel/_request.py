@@ -121,9 +121,9 @@ class RequestTrace(RequestListener):
         attempt = self._attempt
         if attempt is None:
             return
-        size = len(params.chunk)
-        if size:  # aiohttp 3.10 signals an empty chunk for body-less requests
-            attempt.chunk_sent(size)
+        chunk = params.chunk
+        if chunk:  # aiohttp 3.10 signals an empty chunk for body-less requests
+            attempt.chunk_sent(chunk)
 
     def redirect(self, _session: Any, params: Any) -> Awaitable[Any] | None:
         attempt = self._attempt

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import aiohttp
+from opentelemetry._logs import LoggerProvider
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 
@@ -90,6 +91,11 @@ def create_trace_config(
     chunk_events: bool | str | None = None,
     max_chunk_events: int | str | None = None,
     span_end: str | None = None,
+    capture_request_body: bool | int | str | None = None,
+    capture_response_body: bool | int | str | None = None,
+    body_filter: Callable[[str, str | bytes, Any], str | bytes | None] | None = None,
+    logger_provider: LoggerProvider | None = None,
+    exception_signal: str | None = None,
 ) -> aiohttp.TraceConfig:
     """Create a TraceConfig that traces every request of the sessions it is given to.
 
@@ -162,6 +168,28 @@ def create_trace_config(
     :param span_end: `"body"` (the default): the CLIENT span ends when the response body is
         over; `"headers"`: when the response headers arrive, as in the official package.
         Default from `OTEL_PYTHON_AIOHTTP_CLIENT_SPAN_END`. Example: `span_end="headers"`.
+    :param capture_request_body: record the request body as sent, in
+        `http.request.body.content`: `False` (the default), `True` (the first 4096 bytes) or
+        a cap in bytes. A `str` for textual Content-Types, cut on a character boundary;
+        `bytes` otherwise. Default from `OTEL_PYTHON_AIOHTTP_CLIENT_CAPTURE_REQUEST_BODY`
+        (`true`, `false` or a number). Example: `capture_request_body=1024`.
+    :param capture_response_body: the same for the response body as received (decoded, when
+        it came compressed), in `http.response.body.content`; what the caller reads is
+        unchanged. Default from `OTEL_PYTHON_AIOHTTP_CLIENT_CAPTURE_RESPONSE_BODY`. Example:
+        `capture_response_body=True`.
+    :param body_filter: `(direction, content, headers) -> content | None`, run on each
+        captured body before it is recorded: `direction` is `"request"` or `"response"`,
+        `content` the `str` or `bytes` value, `headers` that body's headers. Return the value
+        to record, or `None` to record none; if it raises, nothing is recorded. Example:
+        `body_filter=lambda direction, content, headers: None if direction == "request" else
+        content`.
+    :param logger_provider: where exception log records go (see `exception_signal`);
+        default: the global logger provider. Example: `logger_provider=LoggerProvider()`.
+    :param exception_signal: how a failed request's exception is recorded: `"span_events"`
+        (the default): an `exception` event on its span; `"logs"`: a log record
+        `http.client.request.exception` instead; `"logs/dup"`: both. Default from
+        `OTEL_SEMCONV_EXCEPTION_SIGNAL_OPT_IN` (`logs` or `logs/dup`). Example:
+        `exception_signal="logs"`.
     :returns: a new `aiohttp.TraceConfig`, for `aiohttp.ClientSession(trace_configs=[...])`.
     """
     options = parse_options(
@@ -181,5 +209,10 @@ def create_trace_config(
         chunk_events=chunk_events,
         max_chunk_events=max_chunk_events,
         span_end=span_end,
+        capture_request_body=capture_request_body,
+        capture_response_body=capture_response_body,
+        body_filter=body_filter,
+        logger_provider=logger_provider,
+        exception_signal=exception_signal,
     )
     return OtelTraceConfig(Instrumentation(options))
