@@ -616,7 +616,8 @@ class Attempt(BodyListener):
                 late["aiohttp.response.time_to_first_chunk"] = (
                     self.first_chunk_ns - self.answered_ns
                 ) / 1e9
-                late["aiohttp.response.chunk_gap.max"] = self.max_gap_ns / 1e9
+                if self.received_chunks > 1:
+                    late["aiohttp.response.chunk_gap.max"] = self.max_gap_ns / 1e9
             if late:
                 span.set_attributes(late)
         span.end(end_time=end_ns)
