@@ -69,9 +69,8 @@ async def test_a_body_that_came_with_its_headers_has_no_gap(
 
     app = web.Application()
     app.router.add_get("/whole", whole)
-    async with serve(app) as server:
-        async with make_session().get(server.url("/whole")) as response:
-            assert await response.text() == "all at once"
+    async with serve(app) as server, make_session().get(server.url("/whole")) as response:
+        assert await response.text() == "all at once"
     span = telemetry.only_span()
     # A body complete with its head ends there; no chunk was watched arriving.
     assert "aiohttp.response.chunk_gap.max" not in attrs(span)
