@@ -24,15 +24,15 @@ from aiohttp import web
 from rich.cells import cell_len
 from rich.console import Console
 
-from aiohttp_otel._demo import (
+from aiohttp_otel.console.demo import (
     REDIRECT_HOPS,
     STREAM_CHUNK_SIZE,
     STREAM_CHUNKS,
     STREAM_INTERVAL_S,
     TOUR,
 )
-from aiohttp_otel._waterfall_layout import format_bytes
-from aiohttp_otel.cli import main
+from aiohttp_otel.console.layout import format_bytes
+from aiohttp_otel.console.cli import main
 
 from .conftest import Server, closed_port, serve
 
@@ -555,7 +555,7 @@ def _run_without(module: str, *args: str) -> subprocess.CompletedProcess[str]:
     script = (
         "import sys\n"
         f"sys.modules[{module!r}] = None\n"
-        "from aiohttp_otel.cli import main\n"
+        "from aiohttp_otel.console.cli import main\n"
         f"raise SystemExit(main({list(args)!r}))\n"
     )
     return subprocess.run(

@@ -26,7 +26,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFl
 from rich.cells import cell_len
 from rich.console import Console
 
-from aiohttp_otel._waterfall_layout import (
+from aiohttp_otel.console.layout import (
     Bar,
     bar_geometry,
     format_bytes,

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from yarl import URL
 
-from ._version import __version__
+from .._version import __version__
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -244,7 +244,7 @@ def main(argv: Sequence[str] | None = None, *, console: Console | None = None) -
     Example:
 
     ```python
-    from aiohttp_otel.cli import main
+    from aiohttp_otel.console.cli import main
 
     status = main(["trace", "http://localhost:8080/", "--repeat", "2"])
     ```
@@ -261,7 +261,7 @@ def main(argv: Sequence[str] | None = None, *, console: Console | None = None) -
         return 2
     try:
         if args.command == "trace":
-            from ._trace_command import TraceOptions, run_trace
+            from .trace import TraceOptions, run_trace
 
             options = TraceOptions(
                 url=args.url,
@@ -277,7 +277,7 @@ def main(argv: Sequence[str] | None = None, *, console: Console | None = None) -
                 timeout=args.timeout,
             )
             return run_trace(options, console)
-        from ._demo import run_demo
+        from .demo import run_demo
 
         return run_demo(console, svg_path=args.svg)
     except KeyboardInterrupt:

@@ -28,10 +28,10 @@ from rich.console import Console
 from rich.text import Text
 from yarl import URL
 
-from ._otlp_json import spans_to_otlp_json
-from ._trace_config import create_trace_config
-from ._version import __version__
-from ._waterfall_layout import format_bytes, format_duration
+from .otlp_json import spans_to_otlp_json
+from .._trace_config import create_trace_config
+from .._version import __version__
+from .layout import format_bytes, format_duration
 from .waterfall import WaterfallSpanExporter
 
 _SERVICE_NAME = "aiohttp-otel"
@@ -117,7 +117,7 @@ class _Telemetry:
         self.meter_provider = MeterProvider(metric_readers=readers, resource=resource)
 
     def tracer(self) -> Tracer:
-        return self.tracer_provider.get_tracer("aiohttp_otel.cli", __version__)
+        return self.tracer_provider.get_tracer("aiohttp_otel.console", __version__)
 
     def shutdown(self) -> None:
         self.tracer_provider.shutdown()

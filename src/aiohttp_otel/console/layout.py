@@ -1,7 +1,7 @@
 """The waterfall's layout: span trees, bar geometry, column widths and the words beside a bar.
 
 Pure functions of finished spans and a width in terminal cells: no terminal, no colour. The
-renderer in :mod:`aiohttp_otel.waterfall` only paints what these return, so every rule here is
+renderer in :mod:`aiohttp_otel.console.waterfall` only paints what these return, so every rule here is
 testable on its own.
 """
 
@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode
 
-from ._phases import PHASES, Phase
+from .._phases import PHASES, Phase
 
 # Below this a bar column cannot show proportions; above it bars are no easier to compare.
 _MIN_BAR = 16

@@ -27,8 +27,8 @@ from opentelemetry.trace import SpanKind, Tracer
 from rich.console import Console
 from rich.text import Text
 
-from ._trace_config import create_trace_config
-from ._version import __version__
+from .._trace_config import create_trace_config
+from .._version import __version__
 from .waterfall import WaterfallSpanExporter
 
 STREAM_CHUNKS = 5
