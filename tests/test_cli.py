@@ -38,6 +38,12 @@ from .conftest import Server, closed_port, serve
 
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 DURATION = r"\d+(\.\d)? (ms|µs)|\d+\.\d\d s"
+# A bar is drawn with full blocks, light shades (a CLIENT span's waits) or a hairline.
+BAR_GLYPH = re.compile("[█▒░▏]")
+
+
+def bar_cells(row: str) -> int:
+    return len(BAR_GLYPH.findall(row))
 SUBPROCESS_TIMEOUT_S = 60
 CLI_EXTRA_HINT = 'pip install "aiohttp-otel[cli]"'
 
@@ -54,7 +60,7 @@ def text_of(console: Console) -> str:
 
 def row_names(lines: list[str]) -> list[str]:
     """The span names of a waterfall's rows (the text before the bar, unindented)."""
-    return [line.split("█")[0].strip() for line in lines if "█" in line]
+    return [BAR_GLYPH.split(line)[0].strip() for line in lines if BAR_GLYPH.search(line)]
 
 
 def child_env(columns: int | None = None) -> dict[str, str]:
@@ -117,12 +123,12 @@ def check_tour(text: str) -> None:
     sections = demo_sections(text)
     assert len(sections) == 6
     for section in sections:
-        rows = [line for line in section if "█" in line]
+        rows = [line for line in section if BAR_GLYPH.search(line)]
         assert rows, section
         for row in rows:
-            assert re.search(rf"█ +({DURATION})", row), row
+            assert re.search(rf"[█▒░▏] +({DURATION})", row), row
     new, reuse, queue, redirects, stream, failure = (
-        [line for line in s if "█" in line] for s in sections
+        [line for line in s if BAR_GLYPH.search(line)] for s in sections
     )
     assert row_names(new) == [
         "new connection",
@@ -159,7 +165,7 @@ def check_tour(text: str) -> None:
     assert chunks, stream[1]
     assert 1 <= int(chunks.group(1)) <= STREAM_CHUNKS
     # The span lasts until the last byte: at least the server's pauses between the chunks.
-    duration = re.search(r"█ +(\d+\.\d) ms", stream[1])
+    duration = re.search(r"[█▒░▏] +(\d+\.\d) ms", stream[1])
     assert duration, stream[1]
     assert float(duration.group(1)) >= (STREAM_CHUNKS - 1) * STREAM_INTERVAL_S * 1000
 
@@ -195,11 +201,12 @@ def test_the_demo_saves_an_svg_of_what_it_printed(tmp_path: Path) -> None:
 
 
 async def test_python_m_demo_piped_is_plain_and_fits_the_width() -> None:
-    code, out, err = await run_module("demo", columns=90)
+    # The width of the documentation's picture.
+    code, out, err = await run_module("demo", columns=120)
     assert code == 0, err
     assert "\x1b[" not in out
     check_tour(out)
-    assert max(cell_len(line) for line in out.splitlines()) <= 90
+    assert max(cell_len(line) for line in out.splitlines()) <= 120
 
 
 # -- trace -----------------------------------------------------------------------------------
@@ -207,7 +214,7 @@ async def test_python_m_demo_piped_is_plain_and_fits_the_width() -> None:
 
 async def test_trace_draws_the_request_against_a_local_server(http_server: Server) -> None:
     url = http_server.url("/ok")
-    code, out, err = await run_module("trace", url)
+    code, out, err = await run_module("trace", url, columns=120)
     assert code == 0, err
     assert "\x1b[" not in out
     lines = out.splitlines()
@@ -219,6 +226,22 @@ async def test_trace_draws_the_request_against_a_local_server(http_server: Serve
         "DNS lookup",
         "socket connect",
     ]
+
+
+async def test_at_80_columns_the_bar_and_the_names_give_way_before_the_url_and_ttfb(
+    http_server: Server,
+) -> None:
+    url = http_server.url("/ok")
+    # Piped output with no COLUMNS is 80 columns wide, as most terminals are.
+    code, out, err = await run_module("trace", url)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert max(cell_len(line) for line in lines) <= 80
+    client = next(line for line in lines if line.startswith("  GET "))
+    assert re.search(rf"200 · .*ttfb ({DURATION}) · {re.escape(url)}$", client), client
+    # The phases go by their short names, in the same tree.
+    assert row_names(lines) == ["request", "GET", "setup", "DNS", "TCP"]
+    assert "localhost → 127.0.0.1" in next(line for line in lines if "DNS " in line)
 
 
 async def test_trace_in_process_draws_under_the_summary(http_server: Server) -> None:
@@ -235,7 +258,7 @@ async def test_trace_in_process_draws_under_the_summary(http_server: Server) -> 
         "GET",
         "GET",
     ]
-    hops = [line for line in lines if line.lstrip().startswith("GET ") and "█" in line]
+    hops = [line for line in lines if line.lstrip().startswith("GET ") and BAR_GLYPH.search(line)]
     assert "resend 1" in hops[1]
     assert "resend 2" in hops[2]
 

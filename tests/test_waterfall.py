@@ -43,6 +43,12 @@ MS = 1_000_000
 T0 = 1_700_000_000 * 1_000_000_000
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 DURATION = r"\d+(\.\d)? (ms|µs)|\d+\.\d\d s"
+# A bar is drawn with full blocks, light shades (a CLIENT span's waits) or a hairline.
+BAR_GLYPH = re.compile("[█▒░▏]")
+
+
+def bar_cells(row: str) -> int:
+    return len(BAR_GLYPH.findall(row))
 
 
 def memory_console(width: int = 100, *, terminal: bool = False) -> Console:
@@ -266,16 +272,16 @@ def test_a_trace_is_drawn_when_its_root_ends_not_before(drawn: Drawn) -> None:
 def test_the_rows_show_bars_to_scale_durations_and_details(drawn: Drawn) -> None:
     timed_tree(drawn.tracer)
     rows = rows_of(drawn.text)
-    assert [row.split("█")[0].strip() for row in rows] == [
+    assert [BAR_GLYPH.split(row)[0].strip() for row in rows] == [
         "root",
         "GET",
         "HTTP connection_setup",
         "DNS lookup",
     ]
-    assert re.search(r"█ +100\.0 ms$", rows[0])
-    assert re.search(r"█ +80\.0 ms +200$", rows[1])
-    assert re.search(r"█ +10\.0 ms +localhost → 127\.0\.0\.1$", rows[3])
-    bars = [(row.index("█"), row.count("█")) for row in rows]
+    assert re.search(r"[█▒░▏] +100\.0 ms$", rows[0])
+    assert re.search(r"[█▒░▏] +80\.0 ms +200$", rows[1])
+    assert re.search(r"[█▒░▏] +10\.0 ms +localhost → 127\.0\.0\.1$", rows[3])
+    bars = [(BAR_GLYPH.search(row).start(), bar_cells(row)) for row in rows]  # type: ignore[union-attr]
     root_start, root_length = bars[0]
     # The bar column starts right after the name column, the widest indented name.
     assert root_start == len("    HTTP connection_setup") + 1
@@ -334,7 +340,7 @@ def _bar_lengths(spans: list[ReadableSpan], width: int) -> list[int]:
     console.print(TraceWaterfall.of_spans(spans))
     rows = rows_of(output(console))
     assert all(cell_len(row) <= width for row in rows)
-    return [row.count("█") for row in rows]
+    return [bar_cells(row) for row in rows]
 
 
 def test_the_bars_follow_the_width(drawn: Drawn) -> None:
@@ -375,7 +381,7 @@ async def _under_root(recorder: Drawn, request: Awaitable[object]) -> None:
 
 
 def _section(rows: list[str], name: str) -> str:
-    matches = [row for row in rows if row.split("█")[0].strip() == name]
+    matches = [row for row in rows if BAR_GLYPH.split(row)[0].strip() == name]
     assert len(matches) == 1, (name, rows)
     return matches[0]
 
@@ -387,7 +393,7 @@ async def test_a_new_https_connection_shows_every_phase(
     session = factory()
     await _under_root(recorder, fetch(session, https_server.url()))
     rows = rows_of(recorder.text)
-    assert [row.split("█")[0].strip() for row in rows] == [
+    assert [BAR_GLYPH.split(row)[0].strip() for row in rows] == [
         "root",
         "GET",
         "HTTP connection_setup",
@@ -396,8 +402,8 @@ async def test_a_new_https_connection_shows_every_phase(
         "TLS client handshake",
     ]
     for row in rows:
-        assert re.search(rf"█ +({DURATION})", row), row
-    assert re.search(r"200 · 2 B · https://localhost:\d+/ok", _section(rows, "GET"))
+        assert re.search(rf"[█▒░▏] +({DURATION})", row), row
+    assert re.search(rf"200 · 2 B · ttfb ({DURATION}) · https://localhost:\d+/ok", _section(rows, "GET"))
     assert "localhost → 127.0.0.1" in _section(rows, "DNS lookup")
     assert re.search(r"TLS 1\.[23] · TLS_", _section(rows, "TLS client handshake"))
     assert f"127.0.0.1:{https_server.port}" in _section(rows, "socket connect")
@@ -412,7 +418,7 @@ async def test_a_reused_connection_is_named_and_has_no_setup_rows(
     before = len(recorder.text)
     await _under_root(recorder, fetch(session, http_server.url()))
     rows = rows_of(recorder.text[before:])
-    assert [row.split("█")[0].strip() for row in rows] == ["root", "GET"]
+    assert [BAR_GLYPH.split(row)[0].strip() for row in rows] == ["root", "GET"]
     assert "reused connection" in rows[1]
 
 
@@ -470,7 +476,7 @@ async def test_phases_recorded_as_events_are_drawn_as_rows(
     await _under_root(recorder, fetch(session, http_server.url()))
     assert [s.name for s in recorder.kept.get_finished_spans()] == ["GET", "root"]
     rows = rows_of(recorder.text)
-    assert [row.split("█")[0].rstrip() for row in rows] == [
+    assert [BAR_GLYPH.split(row)[0].rstrip() for row in rows] == [
         "root",
         "  GET",
         "    HTTP connection_setup",

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode
+from rich.cells import cell_len
 
 from .._phases import PHASES, Phase
 
@@ -21,8 +22,11 @@ from .._phases import PHASES, Phase
 _MIN_BAR = 16
 _MAX_BAR = 100
 _MIN_NAME = 12
+# How short the bar may get to keep a row's essential facts in view, before names shorten.
+_NARROW_BAR = 8
 _DETAIL_GAP = 2
 _INDENT = 2
+_SEPARATOR_CELLS = 3  # " · " between two facts
 
 _PHASE_BY_SPAN_NAME = {phase.span_name: phase for phase in PHASES}
 _PHASE_BY_KEY = {phase.key: phase for phase in PHASES}
@@ -30,6 +34,16 @@ _REUSED_LINK = "aiohttp.connection.reused"
 _RESPONSE_CHUNK = "aiohttp.response.chunk_received"
 _REQUEST_CHUNK = "aiohttp.request.chunk_sent"
 _HEADERS_EVENT = "aiohttp.response.headers"
+_HEADERS_SENT_EVENT = "aiohttp.request.headers_sent"
+_BODY_SENT_EVENT = "aiohttp.request.body_sent"
+# What a narrow name column shows instead of a phase's span name: a browser panel's words.
+SHORT_PHASE_NAMES = {
+    "wait_for_connection": "queued",
+    "connection_setup": "setup",
+    "dns_lookup": "DNS",
+    "socket_connect": "TCP",
+    "tls_handshake": "TLS",
+}
 
 
 class Tone(enum.Enum):
@@ -42,11 +56,40 @@ class Tone(enum.Enum):
     QUIET = "quiet"
 
 
+class Rank(enum.IntEnum):
+    """How much a fact matters: when a row's facts do not fit, the lowest rank goes first."""
+
+    MINOR = 0
+    """Detail a reader rarely needs at a glance: the cipher, ALPN, a resumed session."""
+    NORMAL = 1
+    """Sizes, addresses, the TLS version."""
+    NOTABLE = 2
+    """What the pool did: a reused connection, a DNS cache hit, a joined lookup."""
+    KEY = 3
+    """What the row is about: the URL, the time to first byte, the DNS answer, a resend."""
+    VITAL = 4
+    """The outcome: the error and the status code."""
+
+
 class Detail(NamedTuple):
     """One fact shown beside a bar, such as ``200`` or ``TLS 1.3``."""
 
     text: str
     tone: Tone = Tone.PLAIN
+    rank: Rank = Rank.NORMAL
+
+
+class Segment(NamedTuple):
+    """A stretch of a CLIENT span's time, as a browser's network panel draws it.
+
+    ``kind`` is ``wait_for_connection`` (queued), ``connection_setup``, ``dns_lookup``,
+    ``socket_connect``, ``tls_handshake`` (connecting), ``sending``, ``waiting`` (for the
+    server's first byte) or ``downloading``.
+    """
+
+    kind: str
+    start_ns: int
+    end_ns: int
 
 
 @dataclass(frozen=True)
@@ -64,6 +107,8 @@ class Row:
     details: tuple[Detail, ...]
     from_events: bool = False
     """True for a phase drawn from its ``.start``/``.end`` events (``phases="events"``)."""
+    segments: tuple[Segment, ...] = ()
+    """A CLIENT span's timeline (queued, connecting, sending, waiting, downloading)."""
 
     @property
     def duration_ns(self) -> int:
@@ -74,6 +119,12 @@ class Row:
         """The name, indented by depth."""
         return " " * (_INDENT * self.depth) + self.name
 
+    @property
+    def short_label(self) -> str:
+        """The label for a narrow name column: a phase by its short name (``DNS``)."""
+        short = SHORT_PHASE_NAMES.get(self.role, self.name)
+        return " " * (_INDENT * self.depth) + short
+
 
 class Bar(NamedTuple):
     """Where a span's bar sits in a bar column: ``offset`` cells in, ``length`` cells long."""
@@ -83,12 +134,17 @@ class Bar(NamedTuple):
 
 
 class Columns(NamedTuple):
-    """Widths in cells; ``details`` is 0 when nothing fits beside the duration."""
+    """Widths in cells; ``details`` is 0 when nothing fits beside the duration.
+
+    ``short_names`` is true when the name column is narrower than the full names need: the
+    rows then show their :attr:`Row.short_label`.
+    """
 
     name: int
     bar: int
     duration: int
     details: int
+    short_names: bool = False
 
 
 # -- tree ------------------------------------------------------------------------------------
@@ -112,7 +168,9 @@ def trace_rows(spans: Iterable[ReadableSpan]) -> list[Row]:
     """The rows of one trace: depth-first, each span's children sorted by start time.
 
     A span whose parent is not among ``spans`` (a remote parent, or one not exported yet) is
-    drawn at the top level. Phases recorded as events on a span become rows under it.
+    drawn at the top level. Phases recorded as events on a span become rows under it. Each
+    CLIENT span carries its timeline segments, from its phase children or phase events and
+    its timeline events.
     """
     by_id: dict[int, ReadableSpan] = {}
     for span in spans:
@@ -137,6 +195,11 @@ def trace_rows(spans: Iterable[ReadableSpan]) -> list[Row]:
             continue
         seen.add(span_id)
         row = span_row(span, depth)
+        if span.kind is SpanKind.CLIENT:
+            phases = _child_phases(span_id, children) + [
+                PhaseTime(phase.key, start, end) for phase, start, end, _ in _event_phases(span)
+            ]
+            row = replace(row, segments=client_segments(row.start_ns, row.end_ns, phases, span))
         rows.append(row)
         rows.extend(event_phase_rows(span, depth + 1))
         stack.extend((child, depth + 1) for child in reversed(children.get(span_id, [])))
@@ -165,8 +228,8 @@ def span_row(span: ReadableSpan, depth: int) -> Row:
     )
 
 
-def event_phase_rows(span: ReadableSpan, depth: int) -> list[Row]:
-    """Rows for phases recorded as ``<phase>.start``/``<phase>.end`` event pairs on ``span``."""
+def _event_phases(span: ReadableSpan) -> list[tuple[Phase, int, int, Mapping[str, Any]]]:
+    """Phases recorded as ``<phase>.start``/``<phase>.end`` event pairs, in start order."""
     open_starts: dict[str, list[int]] = {}
     found: list[tuple[Phase, int, int, Mapping[str, Any]]] = []
     for event in span.events:
@@ -179,8 +242,14 @@ def event_phase_rows(span: ReadableSpan, depth: int) -> list[Row]:
         elif edge == "end" and open_starts.get(key):
             start = open_starts[key].pop(0)
             found.append((phase, start, max(event.timestamp, start), event.attributes or {}))
-    has_setup = any(phase.key == "connection_setup" for phase, *_ in found)
     found.sort(key=lambda item: (item[1], not item[0].under_setup))
+    return found
+
+
+def event_phase_rows(span: ReadableSpan, depth: int) -> list[Row]:
+    """Rows for phases recorded as ``<phase>.start``/``<phase>.end`` event pairs on ``span``."""
+    found = _event_phases(span)
+    has_setup = any(phase.key == "connection_setup" for phase, *_ in found)
     return [
         Row(
             name=phase.span_name,
@@ -194,6 +263,120 @@ def event_phase_rows(span: ReadableSpan, depth: int) -> list[Row]:
         )
         for phase, start, end, attributes in found
     ]
+
+
+# -- a CLIENT span's timeline ----------------------------------------------------------------
+
+
+class PhaseTime(NamedTuple):
+    """When one connection phase of a request ran: ``key`` is a phase key (``dns_lookup``)."""
+
+    key: str
+    start_ns: int
+    end_ns: int
+
+
+def _child_phases(span_id: int, children: Mapping[int | None, list[ReadableSpan]]) -> list[PhaseTime]:
+    """The phase spans under a CLIENT span, and those under its connection setup."""
+    found: list[PhaseTime] = []
+    pending = list(children.get(span_id, []))
+    while pending:
+        child = pending.pop(0)
+        role = _role(child)
+        if role not in _PHASE_BY_KEY:
+            continue
+        found.append(PhaseTime(role, _start(child), _end(child)))
+        if role == "connection_setup":
+            pending.extend(children.get(_span_id(child), []))
+    return found
+
+
+def _first_event(span: ReadableSpan, name: str) -> int | None:
+    return next((event.timestamp for event in span.events if event.name == name), None)
+
+
+def client_segments(
+    start_ns: int, end_ns: int, phases: Sequence[PhaseTime], span: ReadableSpan | None = None
+) -> tuple[Segment, ...]:
+    """A CLIENT span's time cut into a browser panel's segments, each from where the last
+    one ended: queued (until the last wait for a connection ends), connecting (the setup, with
+    its DNS, TCP and TLS phases inside), sending (until ``aiohttp.request.body_sent``, or
+    ``aiohttp.request.headers_sent`` without a body), waiting (until
+    ``aiohttp.response.headers``) and downloading (until the span ends).
+
+    Each segment is drawn from whatever is there: a span recorded before the timeline events
+    existed has no sending segment, and a request that failed before its response has no
+    download. Nothing is drawn past the span's end.
+    """
+    cursor = start_ns
+    out: list[Segment] = []
+
+    def reach(kind: str, until: int) -> None:
+        nonlocal cursor
+        until = min(until, end_ns)
+        if until > cursor:
+            out.append(Segment(kind, cursor, until))
+            cursor = until
+
+    queued = [p.end_ns for p in phases if p.key == "wait_for_connection"]
+    if queued:
+        reach("wait_for_connection", max(queued))
+    setups = [p for p in phases if p.key == "connection_setup"]
+    inner = sorted(
+        (p for p in phases if p.key in ("dns_lookup", "socket_connect", "tls_handshake")),
+        key=lambda p: p.start_ns,
+    )
+    for setup in setups[:1]:
+        # Until a connection attempt begins, the request is waiting for a connection too.
+        reach("wait_for_connection", setup.start_ns)
+        for phase in inner:
+            reach("connection_setup", phase.start_ns)
+            reach(phase.key, phase.end_ns)
+        reach("connection_setup", setup.end_ns)
+    sent = headers = None
+    if span is not None:
+        sent = _first_event(span, _BODY_SENT_EVENT) or _first_event(span, _HEADERS_SENT_EVENT)
+        headers = _first_event(span, _HEADERS_EVENT)
+    if sent is not None:
+        reach("sending", sent)
+    if headers is not None:
+        reach("waiting", headers)
+        reach("downloading", end_ns)
+    elif sent is not None or not out:
+        # Sent, and no answer yet: the request waited for the server until it ended.
+        reach("waiting", end_ns)
+    elif cursor < end_ns:
+        # Failed while connecting: the rest belongs to the step it failed in.
+        kind = out[-1].kind
+        out[-1] = Segment(kind, out[-1].start_ns, end_ns)
+    return tuple(out)
+
+
+def segment_cells(
+    segments: Sequence[Segment], bar: Bar, window: tuple[int, int], width: int
+) -> list[tuple[str, int]]:
+    """How many cells of ``bar`` each segment paints, in order: ``(kind, cells)`` pairs
+    that add up to the bar's length. A segment too short for a cell of its own is left out;
+    the bar's own start and end stay where :func:`bar_geometry` put them."""
+    if not segments or bar.length <= 0:
+        return []
+    window_start, window_end = window
+    total = window_end - window_start
+    first, last = bar.offset, bar.offset + bar.length
+    out: list[tuple[str, int]] = []
+    cell = first
+    for index, segment in enumerate(segments):
+        if index == len(segments) - 1 or total <= 0:
+            boundary = last
+        else:
+            finish = min(max(segment.end_ns - window_start, 0), total)
+            boundary = min(max((2 * finish * width + total) // (2 * total), cell), last)
+        if boundary > cell:
+            out.append((segment.kind, boundary - cell))
+            cell = boundary
+        if cell >= last:
+            break
+    return out
 
 
 def time_window(rows: Sequence[Row]) -> tuple[int, int]:
@@ -231,20 +414,75 @@ def bar_geometry(start_ns: int, end_ns: int, window: tuple[int, int], width: int
     return Bar(offset, max(length, 0))
 
 
-def plan_columns(width: int, name_need: int, duration_need: int, details_need: int) -> Columns:
+def plan_columns(
+    width: int,
+    name_need: int,
+    duration_need: int,
+    details_need: int,
+    *,
+    essential_needs: Sequence[int] = (),
+    short_name_need: int | None = None,
+) -> Columns:
     """Share ``width`` cells between the name, the bar, the duration and the details.
 
-    The name gets what it needs, up to two fifths of the width. The bar gets at least two fifths
-    of what is left (and never less than a readable minimum when the width allows), the details
-    the rest; a wide terminal gives the details all they need and the bar the remainder, up to
-    a maximum length past which bars are no easier to compare.
+    The name gets what it needs, up to two fifths of the width. A wide terminal gives the
+    details all they need and the bar the rest, up to a maximum length past which bars are
+    no easier to compare. When the details do not fit, the bar gives way first, down to a
+    readable minimum. To keep each row's essential facts in view (``essential_needs``, in
+    cells: its outcome, URL and time to first byte), the bar then narrows further and, if
+    that is still not enough, the names shorten, down to ``short_name_need`` (the labels
+    with the phases' short names). A row whose essentials cannot fit even so is left to be
+    cut, rather than squeezing every other row for nothing.
     """
     name = min(max(name_need, _MIN_NAME), max(_MIN_NAME, width * 2 // 5))
-    left = max(width - name - 1 - 1 - duration_need, 1)
-    wanted = details_need + _DETAIL_GAP if details_need else 0
-    bar = min(max(left - wanted, left * 2 // 5, min(_MIN_BAR, left)), _MAX_BAR)
-    details = max(left - bar - _DETAIL_GAP, 0) if details_need else 0
-    return Columns(name, bar, duration_need, min(details, details_need))
+    fixed = 1 + 1 + duration_need
+    floor = min(max(short_name_need if short_name_need is not None else name, _MIN_NAME), name)
+    most = width - floor - fixed - _NARROW_BAR - _DETAIL_GAP
+    essential = max((need for need in essential_needs if need <= most), default=0)
+
+    def share(name: int) -> tuple[int, int]:
+        left = max(width - name - fixed, 1)
+        if not details_need:
+            return min(left, _MAX_BAR), 0
+        bar = min(max(left - details_need - _DETAIL_GAP, min(_MIN_BAR, left)), _MAX_BAR)
+        if left - bar - _DETAIL_GAP < essential:
+            bar = max(left - essential - _DETAIL_GAP, min(_NARROW_BAR, left))
+        return bar, min(max(left - bar - _DETAIL_GAP, 0), details_need)
+
+    bar, details = share(name)
+    if details < essential and floor < name:
+        name = max(floor, name - (essential - details))
+        bar, details = share(name)
+    return Columns(name, bar, duration_need, details, name < name_need)
+
+
+def fit_details(details: Sequence[Detail], width: int) -> list[Detail]:
+    """The facts that fit in ``width`` cells, joined by `` · ``, in their order.
+
+    While they do not fit, the fact of the lowest rank goes (the last of equals first), so
+    the outcome, the URL and the time to first byte outlast the sizes, addresses and ciphers.
+    The last fact left may still be too long: the renderer cuts it with an ellipsis.
+    """
+    kept = list(details)
+    while len(kept) > 1 and details_cells(kept) > width:
+        lowest = min(detail.rank for detail in kept)
+        drop = max(i for i, detail in enumerate(kept) if detail.rank == lowest)
+        del kept[drop]
+    return kept
+
+
+def details_cells(details: Sequence[Detail]) -> int:
+    """The cells ``details`` take, joined by `` · ``."""
+    if not details:
+        return 0
+    return sum(cell_len(detail.text) for detail in details) + _SEPARATOR_CELLS * (
+        len(details) - 1
+    )
+
+
+def essential_cells(details: Sequence[Detail]) -> int:
+    """The cells of a row's facts of rank :attr:`Rank.NOTABLE` and above."""
+    return details_cells([detail for detail in details if detail.rank >= Rank.NOTABLE])
 
 
 # -- words -----------------------------------------------------------------------------------
@@ -284,9 +522,9 @@ def _status_detail(code: Any) -> Detail:
     try:
         number = int(code)
     except (TypeError, ValueError):
-        return Detail(str(code))
+        return Detail(str(code), rank=Rank.VITAL)
     tone = Tone.BAD if number >= 400 else Tone.NOTICE if number >= 300 else Tone.GOOD
-    return Detail(str(number), tone)
+    return Detail(str(number), tone, Rank.VITAL)
 
 
 def attribute_details(attributes: Mapping[str, Any]) -> list[Detail]:
@@ -301,29 +539,30 @@ def attribute_details(attributes: Mapping[str, Any]) -> list[Detail]:
     # An HTTP error's error.type is its status code, shown once.
     if "error.type" in attributes and str(get("error.type")) != str(status):
         # The class name is enough to read; the full dotted value is in the exported span.
-        out.append(Detail(str(get("error.type")).rpartition(".")[2], Tone.BAD))
+        out.append(Detail(str(get("error.type")).rpartition(".")[2], Tone.BAD, Rank.VITAL))
     if status is not None:
         out.append(_status_detail(status))
     resend = get("http.request.resend_count")
     if resend:
-        out.append(Detail(f"resend {resend}", Tone.NOTICE))
+        out.append(Detail(f"resend {resend}", Tone.NOTICE, Rank.KEY))
     if "dns.question.name" in attributes:
         answers = get("dns.answers")
         question = str(get("dns.question.name"))
-        out.append(Detail(f"{question} → {', '.join(map(str, answers))}" if answers else question))
+        text = f"{question} → {', '.join(map(str, answers))}" if answers else question
+        out.append(Detail(text, rank=Rank.KEY))
     if get("aiohttp.dns.joined"):
-        out.append(Detail("joined a lookup in flight", Tone.NOTICE))
+        out.append(Detail("joined a lookup in flight", Tone.NOTICE, Rank.NOTABLE))
     if get("aiohttp.dns.cache_hit"):
-        out.append(Detail("DNS cache hit", Tone.NOTICE))
+        out.append(Detail("DNS cache hit", Tone.NOTICE, Rank.NOTABLE))
     if "tls.protocol.version" in attributes:
         protocol = str(get("tls.protocol.name", "tls")).upper()
         out.append(Detail(f"{protocol} {get('tls.protocol.version')}"))
     if "tls.cipher" in attributes:
-        out.append(Detail(str(get("tls.cipher")), Tone.QUIET))
+        out.append(Detail(str(get("tls.cipher")), Tone.QUIET, Rank.MINOR))
     if get("tls.next_protocol"):
-        out.append(Detail(f"ALPN {get('tls.next_protocol')}", Tone.QUIET))
+        out.append(Detail(f"ALPN {get('tls.next_protocol')}", Tone.QUIET, Rank.MINOR))
     if get("tls.resumed"):
-        out.append(Detail("session resumed", Tone.NOTICE))
+        out.append(Detail("session resumed", Tone.NOTICE, Rank.MINOR))
     if "url.full" not in attributes:
         # A request span shows its URL instead; a TLS span already names the server.
         if "network.peer.address" in attributes:
@@ -345,18 +584,19 @@ def span_details(span: ReadableSpan) -> list[Detail]:
         and description
         and "error.type" not in attributes
     ):
-        out.insert(0, Detail(description, Tone.BAD))
+        out.insert(0, Detail(description, Tone.BAD, Rank.VITAL))
     out.extend(body_details(span))
     if any((link.attributes or {}).get(_REUSED_LINK) for link in span.links):
-        out.append(Detail("reused connection", Tone.NOTICE))
+        out.append(Detail("reused connection", Tone.NOTICE, Rank.NOTABLE))
     if "url.full" in attributes:
-        out.append(Detail(str(attributes["url.full"]), Tone.QUIET))
+        out.append(Detail(str(attributes["url.full"]), Tone.QUIET, Rank.KEY))
     return out
 
 
 def body_details(span: ReadableSpan) -> list[Detail]:
     """The body's arrival in a few words (``5 chunks, 20.5 kB``, ``ttfb 2.1 ms``), not an
-    event per row: a download can have dozens of chunk events."""
+    event per row: a download can have dozens of chunk events. The time to first byte is
+    the ``aiohttp.response.headers`` event's, from the span's start."""
     received = sent = 0
     received_bytes = sent_bytes = 0
     headers_at: int | None = None
@@ -374,14 +614,16 @@ def body_details(span: ReadableSpan) -> list[Detail]:
     if sent:
         out.append(Detail("sent " + _chunks(sent, sent_bytes, attributes, "request")))
     if received:
-        out.append(Detail(_chunks(received, received_bytes, attributes, "response")))
-        if headers_at is not None:
-            ttfb = format_duration(headers_at - _start(span))
-            out.append(Detail(f"ttfb {ttfb}", Tone.QUIET))
+        # A body that came in several chunks is what a streaming reader is looking for.
+        rank = Rank.NOTABLE if received > 1 else Rank.NORMAL
+        out.append(Detail(_chunks(received, received_bytes, attributes, "response"), rank=rank))
     else:
         size = attributes.get("http.response.body.size")
         if isinstance(size, int):
             out.append(Detail(format_bytes(size)))
+    if headers_at is not None:
+        ttfb = format_duration(max(headers_at - _start(span), 0))
+        out.append(Detail(f"ttfb {ttfb}", Tone.QUIET, Rank.KEY))
     return out
 
 

@@ -27,8 +27,11 @@ from .layout import (
     Row,
     Tone,
     bar_geometry,
+    essential_cells,
+    fit_details,
     format_duration,
     plan_columns,
+    segment_cells,
     time_window,
     trace_rows,
 )
@@ -36,9 +39,14 @@ from .layout import (
 __all__ = ["WaterfallSpanExporter"]
 
 _BAR = "█"
+# The client idles in these: shades tell them from work (and apart) even without colour.
+_QUEUED = "▒"
+_WAIT = "░"
 # A span that took no time still marks where it happened.
 _HAIRLINE = "▏"
 _SEPARATOR = " · "
+#: The glyph of each segment of a CLIENT span's bar.
+SEGMENT_GLYPHS = {"wait_for_connection": _QUEUED, "waiting": _WAIT}
 
 _ROLE_STYLES = {
     "client": "bright_blue",
@@ -51,6 +59,10 @@ _ROLE_STYLES = {
     "dns_lookup": "cyan",
     "socket_connect": "green",
     "tls_handshake": "bright_magenta",
+    # A CLIENT span's own segments, after a browser's network panel.
+    "sending": "bright_green",
+    "waiting": "grey50",
+    "downloading": "bright_blue",
 }
 _TONE_STYLES = {
     Tone.PLAIN: "",
@@ -77,28 +89,35 @@ class TraceWaterfall:
         if not rows:
             return
         durations = [format_duration(row.duration_ns) for row in rows]
-        details = [_details_text(row) for row in rows]
         columns = plan_columns(
             options.max_width,
             max(cell_len(row.label) for row in rows),
             max(len(text) for text in durations),
-            max(text.cell_len for text in details),
+            max(_details_cells(row) for row in rows),
+            essential_needs=[essential_cells(row.details) for row in rows],
+            short_name_need=max(cell_len(row.short_label) for row in rows),
         )
         window = time_window(rows)
-        for row, duration, detail in zip(rows, durations, details, strict=True):
+        for row, duration in zip(rows, durations, strict=True):
             line = Text(no_wrap=True, overflow="ellipsis", end="\n")
-            name = Text(row.label, style=_name_style(row))
+            label = row.short_label if columns.short_names else row.label
+            name = Text(label, style=_name_style(row))
             name.truncate(columns.name, overflow="ellipsis", pad=True)
             line.append_text(name)
             line.append(" ")
             line.append_text(_bar_text(row, window, columns.bar))
             line.append(" ")
             line.append(duration.rjust(columns.duration), style=_FAILED if row.failed else "")
+            detail = _details_text(row, columns.details)
             if columns.details and detail:
                 detail.truncate(columns.details, overflow="ellipsis")
                 line.append("  ")
                 line.append_text(detail)
             yield line
+
+
+def _details_cells(row: Row) -> int:
+    return _details_text(row, None).cell_len
 
 
 def _name_style(row: Row) -> str:
@@ -112,7 +131,12 @@ def _bar_text(row: Row, window: tuple[int, int], width: int) -> Text:
     bar = bar_geometry(row.start_ns, row.end_ns, window, width)
     style = _FAILED if row.failed else _ROLE_STYLES.get(row.role, "")
     text = Text(" " * bar.offset)
-    if bar.length:
+    cells = segment_cells(row.segments, bar, window, width)
+    if cells:
+        for kind, length in cells:
+            glyph = SEGMENT_GLYPHS.get(kind, _BAR)
+            text.append(glyph * length, style=_ROLE_STYLES.get(kind, style))
+    elif bar.length:
         text.append(_BAR * bar.length, style=style)
     else:
         text.append(_HAIRLINE, style=style)
@@ -120,9 +144,10 @@ def _bar_text(row: Row, window: tuple[int, int], width: int) -> Text:
     return text
 
 
-def _details_text(row: Row) -> Text:
+def _details_text(row: Row, width: int | None) -> Text:
+    details = row.details if width is None else fit_details(row.details, width)
     text = Text()
-    for index, detail in enumerate(row.details):
+    for index, detail in enumerate(details):
         if index:
             text.append(_SEPARATOR, style="dim")
         text.append(detail.text, style=_TONE_STYLES[detail.tone])
