@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 from aiohttp import web
 from rich.cells import cell_len
 from rich.console import Console
@@ -34,7 +35,7 @@ from aiohttp_otel.console.demo import (
 from aiohttp_otel.console.layout import format_bytes
 from aiohttp_otel.console.cli import main
 
-from .conftest import Server, closed_port, serve
+from .conftest import Server, Tls, closed_port, serve
 
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 DURATION = r"\d+(\.\d)? (ms|µs)|\d+\.\d\d s"
@@ -339,7 +340,10 @@ async def test_a_refused_connection_fails_the_command() -> None:
     url = f"http://localhost:{closed_port()}/"
     code, text = await run_main("trace", url)
     assert code == 1
-    assert text.startswith(f"GET {url} ✗ ClientConnectorError: Cannot connect to host")
+    lines = text.splitlines()
+    # The outcome fits one line; the exception's message follows, indented.
+    assert re.fullmatch(rf"GET {re.escape(url)} ✗ ClientConnectorError · ({DURATION})", lines[0])
+    assert lines[1].startswith("  Cannot connect to host localhost:")
     refused = next(line for line in text.splitlines() if "socket connect" in line)
     assert "ConnectionRefusedError" in refused
 
@@ -529,6 +533,231 @@ async def test_otlp_exports_the_spans_and_metrics_too(
     assert "http.client.request.duration" in metric_names
 
 
+# -- what the summary line shows -------------------------------------------------------------
+
+
+async def test_the_summary_line_redacts_the_url_as_the_spans_do(http_server: Server) -> None:
+    url = f"http://user:secretpw@127.0.0.1:{http_server.port}/ok?sig=abc&page=2"
+    code, text = await run_main("trace", url)
+    assert code == 0, text
+    assert "secretpw" not in text
+    assert "abc" not in text
+    summary = text.splitlines()[0]
+    assert summary.startswith(
+        f"GET http://REDACTED:REDACTED@127.0.0.1:{http_server.port}/ok?sig=REDACTED&page=2 → 200"
+    )
+
+
+async def test_an_error_message_is_redacted_too() -> None:
+    # aiohttp quotes the whole URL in this error: credentials and signature included.
+    url = f"http://user:secretpw@localhost:{closed_port()}/?sig=abc"
+    code, text = await run_main("trace", url, "--timeout", "5")
+    assert code == 1
+    assert "secretpw" not in text
+    assert "sig=abc" not in text
+    assert "REDACTED" in text.splitlines()[0]
+
+
+async def test_the_summary_line_fits_80_columns_and_does_not_wrap(http_server: Server) -> None:
+    long_path = "/ok?" + "&".join(f"key{n}=value{n}" for n in range(12))
+    code, text = await run_main("trace", http_server.url(long_path), width=80)
+    assert code == 0
+    summary = text.splitlines()[0]
+    assert cell_len(summary) <= 80
+    # The URL gives way in its middle; the outcome, the size and the time stay whole.
+    assert re.fullmatch(rf"GET http://localhost:\d+/ok\?key\S*…\S*value11 → 200 OK · 2 B · ({DURATION})", summary), summary
+    refused = f"http://localhost:{closed_port()}/"
+    code, text = await run_main("trace", refused, width=80)
+    lines = text.splitlines()
+    assert cell_len(lines[0]) <= 80
+    assert re.fullmatch(rf"GET {re.escape(refused)} ✗ ClientConnectorError · ({DURATION})", lines[0])
+    # The message wraps on its own lines, each indented under the summary.
+    message = []
+    for line in lines[1:]:
+        if not line.startswith("  ") or BAR_GLYPH.search(line):
+            break
+        message.append(line)
+    assert message, lines
+    assert all(cell_len(line) <= 80 for line in message)
+    assert "Connect call failed" in " ".join(message)
+
+
+# -- --cacert ----------------------------------------------------------------------------------
+
+
+async def test_cacert_trusts_the_ca_in_a_file(
+    https_server: Server, tls: Tls, tmp_path: Path
+) -> None:
+    ca = tmp_path / "ca.pem"
+    tls.ca.cert_pem.write_to_path(str(ca))
+    code, text = await run_main("trace", https_server.url(), "--cacert", str(ca))
+    assert code == 0, text
+    assert "TLS client handshake" in row_names(text.splitlines())
+    # Another CA's file: the certificate is not trusted.
+    other = tmp_path / "other.pem"
+    trustme.CA().cert_pem.write_to_path(str(other))
+    code, text = await run_main("trace", https_server.url(), "--cacert", str(other))
+    assert code == 1
+    assert "ClientConnectorCertificateError" in text.splitlines()[0]
+
+
+def test_cacert_and_insecure_exclude_each_other(
+    tls: Tls, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ca = tmp_path / "ca.pem"
+    tls.ca.cert_pem.write_to_path(str(ca))
+    assert main(["trace", URL, "--cacert", str(ca), "-k"], console=memory_console()) == 2
+    assert "argument -k/--insecure: not allowed with argument --cacert" in capsys.readouterr().err
+
+
+async def test_ssl_cert_file_is_trusted_as_documented(
+    https_server: Server, tls: Tls, tmp_path: Path
+) -> None:
+    ca = tmp_path / "ca.pem"
+    tls.ca.cert_pem.write_to_path(str(ca))
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "aiohttp_otel", "trace", https_server.url(),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**child_env(), "SSL_CERT_FILE": str(ca)},
+    )
+    out, err = await asyncio.wait_for(process.communicate(), SUBPROCESS_TIMEOUT_S)
+    assert process.returncode == 0, (out, err)
+    assert "→ 200 OK" in out.decode()
+
+
+# -- --otlp checked --------------------------------------------------------------------------
+
+
+async def test_an_unreachable_otlp_receiver_fails_at_once_in_one_clear_line(
+    http_server: Server,
+) -> None:
+    pytest.importorskip("opentelemetry.exporter.otlp.proto.http")
+    endpoint = f"http://127.0.0.1:{closed_port()}"
+    code, out, err = await run_module("trace", http_server.url(), "--otlp", endpoint)
+    assert code == 1
+    problem = [line for line in (out + err).splitlines() if "--otlp" in line]
+    assert len(problem) == 1, out + err
+    assert endpoint.removeprefix("http://") in problem[0]
+    assert "cannot connect" in problem[0]
+    # No SDK retry messages, and no traceback.
+    assert "retrying" not in out + err
+    assert "Traceback" not in err
+
+
+@pytest.fixture
+async def not_a_receiver() -> AsyncIterator[str]:
+    """An HTTP server that answers 404 to every OTLP path: reachable, but not a receiver."""
+    async with serve(web.Application()) as server:
+        yield f"http://127.0.0.1:{server.port}"
+
+
+async def test_a_failed_export_fails_the_command_with_the_reason(
+    http_server: Server, not_a_receiver: str
+) -> None:
+    pytest.importorskip("opentelemetry.exporter.otlp.proto.http")
+    code, out, err = await run_module("trace", http_server.url(), "--otlp", not_a_receiver)
+    assert code == 1
+    assert "→ 200 OK" in out  # the request itself went well, and was drawn
+    assert "DNS" in row_names(out.splitlines())
+    problem = [line for line in (out + err).splitlines() if "--otlp" in line]
+    assert len(problem) == 1, out + err
+    assert "exporting traces and metrics" in problem[0]
+    assert "404" in problem[0]
+    assert "Failed to export" not in err  # the SDK's own line is summed up, not repeated
+
+
+# -- --stream --------------------------------------------------------------------------------
+
+STREAMED_CHUNKS = 5
+STREAMED_SIZE = 1000
+STREAM_PAUSE_S = 0.05
+
+
+@pytest.fixture
+async def streaming_server() -> AsyncIterator[Server]:
+    """Five chunks of 1000 bytes, each written after a pause."""
+
+    async def stream(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        for index in range(STREAMED_CHUNKS):
+            await asyncio.sleep(STREAM_PAUSE_S)
+            await response.write(bytes([65 + index]) * STREAMED_SIZE)
+        await response.write_eof()
+        return response
+
+    app = web.Application()
+    app.router.add_get("/stream", stream)
+    async with serve(app) as server:
+        yield server
+
+
+CHUNK_LINE = re.compile(
+    rf" *(?P<n>\d+) +(?P<offset>\d+) +(?P<size>\d+(?:\.\d)? (?:B|kB))"
+    rf" +(?P<gap>–|{DURATION}) +(?P<since>{DURATION})"
+)
+
+
+def _ms(text: str) -> float:
+    number, unit = text.split()
+    return float(number) * {"µs": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+async def test_stream_prints_each_chunk_as_it_arrives_then_the_waterfall(
+    streaming_server: Server,
+) -> None:
+    code, text = await run_main("trace", streaming_server.url("/stream"), "--stream")
+    assert code == 0, text
+    lines = text.splitlines()
+    assert lines[0] == "← 200 OK, the body as it arrives:"
+    chunks = [m for m in map(CHUNK_LINE.fullmatch, lines) if m]
+    # Each write usually arrives alone; a loaded machine may read two at once.
+    assert 1 <= len(chunks) <= STREAMED_CHUNKS
+    assert [int(m["n"]) for m in chunks] == list(range(1, len(chunks) + 1))
+    offsets = [int(m["offset"]) for m in chunks]
+    assert offsets[0] == 0
+    assert offsets == sorted(offsets)
+    assert chunks[0]["gap"] == "–"
+    since = [_ms(m["since"]) for m in chunks]
+    assert since == sorted(since)
+    # The last chunk came after the server's five pauses.
+    assert since[-1] >= (STREAMED_CHUNKS - 1) * STREAM_PAUSE_S * 1000 * 0.9
+    total = STREAMED_CHUNKS * STREAMED_SIZE
+    assert any(line.startswith(f"{len(chunks)} chunk") and "5.0 kB" in line for line in lines)
+    # Then the summary, and the waterfall with the body's row.
+    summary = next(i for i, line in enumerate(lines) if line.startswith("GET "))
+    assert summary > lines.index(chunks[-1].group(0))
+    assert f"→ 200 OK · {format_bytes(total)}" in lines[summary]
+    assert "GET" in row_names(lines[summary:])
+
+
+async def test_stream_arrival_is_printed_before_the_body_is_over(
+    streaming_server: Server,
+) -> None:
+    """The first chunk line is out while the server is still sending: read from the pipe."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "aiohttp_otel", "trace", streaming_server.url("/stream"),
+        "--stream",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=child_env(),
+    )
+    assert process.stdout is not None
+    try:
+        seen: list[str] = []
+        for _ in range(50):
+            line = await asyncio.wait_for(process.stdout.readline(), SUBPROCESS_TIMEOUT_S)
+            if not line:
+                break
+            seen.append(line.decode().rstrip("\n"))
+            if CHUNK_LINE.fullmatch(seen[-1]):
+                break
+        # No summary yet: the request is still going when its first chunk is printed.
+        assert CHUNK_LINE.fullmatch(seen[-1]), seen
+        assert not any(line.startswith("GET ") for line in seen)
+    finally:
+        await asyncio.wait_for(process.communicate(), SUBPROCESS_TIMEOUT_S)
+
+
 # -- usage errors and missing extras ---------------------------------------------------------
 
 URL = "http://localhost:1/"
@@ -547,6 +776,14 @@ URL = "http://localhost:1/"
         (["trace", URL, "--phases", "sometimes"], "argument --phases", "invalid choice"),
         (["trace", URL, "-d", "@no/such/file"], "argument -d/--data", "cannot read"),
         (["trace", URL, "--otlp", "grpc://collector:4317"], "argument --otlp", "http://"),
+        (["trace", URL, "--otlp", "nonsense"], "argument --otlp", "http://"),
+        (["trace", URL, "--otlp", "http://localhost:99999"], "argument --otlp", "out of range"),
+        (["trace", URL, "--otlp", "http://localhost:4318/v2/x"], "argument --otlp", "base URL"),
+        (["trace", URL, "--otlp", "http://localhost:4318/?a=b"], "argument --otlp", "no query"),
+        (["trace", URL, "--cacert", "no/such/ca.pem"], "argument --cacert", "cannot read"),
+        (["trace", URL, "--cacert", "pyproject.toml"], "argument --cacert", "no PEM"),
+        (["demo", "--svg", "/no/such/dir/x.svg"], "argument --svg", "no directory"),
+        (["demo", "--svg", "."], "argument --svg", "is a directory"),
         (["trace", "ftp://localhost/"], "argument URL", "not an http:// or https:// URL"),
         (["trace"], "URL", "required"),
         ([], "COMMAND", "required"),
@@ -569,8 +806,31 @@ def test_bad_usage_exits_2_naming_the_option(
 def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["trace", "--help"]) == 0
     out = capsys.readouterr().out
-    for option in ("-X", "-H", "-d", "--repeat", "--concurrency", "--json", "--otlp", "-k"):
+    for option in (
+        "-X", "-H", "-d", "--repeat", "--concurrency", "--json", "--stream", "--otlp",
+        "--cacert", "-k",
+    ):
         assert option in out
+
+
+@pytest.mark.parametrize("command", [[], ["trace"], ["demo"]])
+def test_no_help_line_is_longer_than_80_columns(
+    command: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "80")
+    assert main([*command, "--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("\n") > 5
+    assert max(len(line) for line in out.splitlines()) <= 80
+
+
+def test_a_bad_svg_path_stops_the_demo_before_it_runs(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    console = memory_console()
+    assert main(["demo", "--svg", "/no/such/dir/x.svg"], console=console) == 2
+    assert text_of(console) == ""  # no tour was taken
+    assert "/no/such/dir" in capsys.readouterr().err
 
 
 def _run_without(module: str, *args: str) -> subprocess.CompletedProcess[str]:
