@@ -883,3 +883,98 @@ def test_the_trace_command_does_not_need_trustme() -> None:
     result = _run_without("trustme", "trace", f"http://localhost:{closed_port()}/")
     assert result.returncode == 1  # it ran, and the request failed
     assert "ClientConnectorError" in result.stdout
+
+
+# -- the console is a subpackage of its own --------------------------------------------------
+
+SOURCE = Path(__file__).resolve().parent.parent / "src" / "aiohttp_otel"
+
+
+def _python(script: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=SUBPROCESS_TIMEOUT_S,
+        env=child_env(),
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("module", ["rich", "opentelemetry.sdk"])
+def test_the_waterfall_without_the_cli_extra_says_which_extra_to_install(module: str) -> None:
+    result = _python(
+        "import sys\n"
+        f"sys.modules[{module!r}] = None\n"
+        "try:\n"
+        "    import aiohttp_otel.waterfall\n"
+        "except ImportError as exc:\n"
+        "    print(type(exc).__name__, exc.name, exc, sep='|')\n"
+    )
+    assert result.returncode == 0, result.stderr
+    kind, name, message = result.stdout.strip().split("|")
+    assert kind in ("ImportError", "ModuleNotFoundError")
+    assert name.startswith(module)
+    assert CLI_EXTRA_HINT in message
+    assert "aiohttp_otel.waterfall" in message
+
+
+def test_the_waterfall_keeps_its_public_import_path() -> None:
+    from aiohttp_otel import waterfall
+    from aiohttp_otel.console import waterfall as drawing
+
+    assert waterfall.WaterfallSpanExporter is drawing.WaterfallSpanExporter
+    assert waterfall.TraceWaterfall is drawing.TraceWaterfall
+
+
+async def test_tracing_requests_imports_neither_the_console_nor_rich(
+    http_server: Server,
+) -> None:
+    # In a thread: the loopback server answers from this test's event loop meanwhile.
+    result = await asyncio.to_thread(
+        _python,
+        "import asyncio, sys\n"
+        "import aiohttp\n"
+        "from opentelemetry.sdk.trace import TracerProvider\n"
+        "from aiohttp_otel import AioHttpClientInstrumentor, create_trace_config\n"
+        "async def go():\n"
+        "    config = create_trace_config(tracer_provider=TracerProvider())\n"
+        "    async with aiohttp.ClientSession(trace_configs=[config]) as session:\n"
+        f"        async with session.get({http_server.url()!r}) as response:\n"
+        "            await response.read()\n"
+        "AioHttpClientInstrumentor().instrument(tracer_provider=TracerProvider())\n"
+        "asyncio.run(go())\n"
+        "AioHttpClientInstrumentor().uninstrument()\n"
+        "print(sorted(m for m in sys.modules if m == 'rich' or m.startswith(('rich.',"
+        " 'aiohttp_otel.console'))))\n",
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_only_the_console_imports_rich_or_the_console() -> None:
+    """Read from the source: outside ``console/``, only the public re-export and the
+    ``python -m`` entry import it, and nothing but ``console/`` imports rich."""
+    import ast
+
+    for path in sorted(SOURCE.rglob("*.py")):
+        relative = path.relative_to(SOURCE).as_posix()
+        if relative.startswith("console/"):
+            continue
+        imported: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                imported.add("." * node.level + (node.module or ""))
+        assert not any(name == "rich" or name.startswith("rich.") for name in imported), relative
+        if relative not in ("waterfall.py", "__main__.py"):
+            assert not any("console" in name.split(".") for name in imported), relative
+
+
+def test_the_script_runs_the_console_tool() -> None:
+    from importlib.metadata import entry_points
+
+    scripts = [ep for ep in entry_points(group="console_scripts") if ep.name == "aiohttp-otel"]
+    assert [ep.value for ep in scripts] == ["aiohttp_otel.console.cli:main"]
+    assert scripts[0].load() is main
