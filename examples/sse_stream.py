@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import socket
 from collections.abc import AsyncIterator
@@ -98,7 +99,7 @@ def stream_timeline(span: ReadableSpan) -> list[str]:
     if headers:
         lines.append(f"response headers after {(headers[0] - start) / 1e6:.1f} ms")
     if chunks:
-        gaps = [later - earlier for earlier, later in zip(chunks, chunks[1:])]
+        gaps = [later - earlier for earlier, later in itertools.pairwise(chunks)]
         longest = f", longest gap {max(gaps) / 1e6:.1f} ms" if gaps else ""
         lines.append(f"{len(chunks)} body chunk events{longest}")
     attributes = span.attributes or {}

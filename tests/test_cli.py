@@ -25,6 +25,7 @@ from aiohttp import web
 from rich.cells import cell_len
 from rich.console import Console
 
+from aiohttp_otel.console.cli import main
 from aiohttp_otel.console.demo import (
     REDIRECT_HOPS,
     STREAM_CHUNK_SIZE,
@@ -33,7 +34,6 @@ from aiohttp_otel.console.demo import (
     TOUR,
 )
 from aiohttp_otel.console.layout import format_bytes
-from aiohttp_otel.console.cli import main
 
 from .conftest import Server, Tls, closed_port, serve
 
@@ -45,6 +45,8 @@ BAR_GLYPH = re.compile("[█▒░▏]")
 
 def bar_cells(row: str) -> int:
     return len(BAR_GLYPH.findall(row))
+
+
 SUBPROCESS_TIMEOUT_S = 60
 CLI_EXTRA_HINT = 'pip install "aiohttp-otel[cli]"'
 
@@ -565,12 +567,16 @@ async def test_the_summary_line_fits_80_columns_and_does_not_wrap(http_server: S
     summary = text.splitlines()[0]
     assert cell_len(summary) <= 80
     # The URL gives way in its middle; the outcome, the size and the time stay whole.
-    assert re.fullmatch(rf"GET http://localhost:\d+/ok\?key\S*…\S*value11 → 200 OK · 2 B · ({DURATION})", summary), summary
+    assert re.fullmatch(
+        rf"GET http://localhost:\d+/ok\?key\S*…\S*value11 → 200 OK · 2 B · ({DURATION})", summary
+    ), summary
     refused = f"http://localhost:{closed_port()}/"
     code, text = await run_main("trace", refused, width=80)
     lines = text.splitlines()
     assert cell_len(lines[0]) <= 80
-    assert re.fullmatch(rf"GET {re.escape(refused)} ✗ ClientConnectorError · ({DURATION})", lines[0])
+    assert re.fullmatch(
+        rf"GET {re.escape(refused)} ✗ ClientConnectorError · ({DURATION})", lines[0]
+    )
     # The message wraps on its own lines, each indented under the summary.
     message = []
     for line in lines[1:]:
@@ -616,8 +622,13 @@ async def test_ssl_cert_file_is_trusted_as_documented(
     ca = tmp_path / "ca.pem"
     tls.ca.cert_pem.write_to_path(str(ca))
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "aiohttp_otel", "trace", https_server.url(),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "aiohttp_otel",
+        "trace",
+        https_server.url(),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
         env={**child_env(), "SSL_CERT_FILE": str(ca)},
     )
     out, err = await asyncio.wait_for(process.communicate(), SUBPROCESS_TIMEOUT_S)
@@ -695,7 +706,7 @@ async def streaming_server() -> AsyncIterator[Server]:
 
 CHUNK_LINE = re.compile(
     rf" *(?P<n>\d+) +(?P<offset>\d+) +(?P<size>\d+(?:\.\d)? (?:B|kB))"
-    rf" +(?P<gap>–|{DURATION}) +(?P<since>{DURATION})"
+    rf" +(?P<gap>-|{DURATION}) +(?P<since>{DURATION})"
 )
 
 
@@ -718,7 +729,7 @@ async def test_stream_prints_each_chunk_as_it_arrives_then_the_waterfall(
     offsets = [int(m["offset"]) for m in chunks]
     assert offsets[0] == 0
     assert offsets == sorted(offsets)
-    assert chunks[0]["gap"] == "–"
+    assert chunks[0]["gap"] == "-"
     since = [_ms(m["since"]) for m in chunks]
     assert since == sorted(since)
     # The last chunk came after the server's five pauses.
@@ -737,9 +748,15 @@ async def test_stream_arrival_is_printed_before_the_body_is_over(
 ) -> None:
     """The first chunk line is out while the server is still sending: read from the pipe."""
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "aiohttp_otel", "trace", streaming_server.url("/stream"),
+        sys.executable,
+        "-m",
+        "aiohttp_otel",
+        "trace",
+        streaming_server.url("/stream"),
         "--stream",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=child_env(),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=child_env(),
     )
     assert process.stdout is not None
     try:
@@ -807,8 +824,16 @@ def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["trace", "--help"]) == 0
     out = capsys.readouterr().out
     for option in (
-        "-X", "-H", "-d", "--repeat", "--concurrency", "--json", "--stream", "--otlp",
-        "--cacert", "-k",
+        "-X",
+        "-H",
+        "-d",
+        "--repeat",
+        "--concurrency",
+        "--json",
+        "--stream",
+        "--otlp",
+        "--cacert",
+        "-k",
     ):
         assert option in out
 

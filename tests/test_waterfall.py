@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import itertools
 import re
 from collections.abc import Awaitable, Iterator
 from typing import Any
@@ -259,7 +260,11 @@ def test_to_keep_the_essential_facts_the_bar_narrows_then_the_names_shorten() ->
     assert plain.bar == 16
     assert plain.details < 46
     kept = plan_columns(
-        80, name_need=26, duration_need=6, details_need=60, essential_needs=[46, 20],
+        80,
+        name_need=26,
+        duration_need=6,
+        details_need=60,
+        essential_needs=[46, 20],
         short_name_need=9,
     )
     assert kept.details >= 46
@@ -269,7 +274,11 @@ def test_to_keep_the_essential_facts_the_bar_narrows_then_the_names_shorten() ->
     assert kept.name + 1 + kept.bar + 1 + kept.duration + 2 + kept.details <= 80
     # Room enough: nothing shortens.
     wide = plan_columns(
-        160, name_need=26, duration_need=6, details_need=60, essential_needs=[46],
+        160,
+        name_need=26,
+        duration_need=6,
+        details_need=60,
+        essential_needs=[46],
         short_name_need=9,
     )
     assert (wide.name, wide.details, wide.short_names) == (26, 60, False)
@@ -278,7 +287,11 @@ def test_to_keep_the_essential_facts_the_bar_narrows_then_the_names_shorten() ->
 def test_a_row_whose_essentials_cannot_fit_does_not_squeeze_the_others() -> None:
     alone = plan_columns(80, name_need=26, duration_need=6, details_need=200)
     hopeless = plan_columns(
-        80, name_need=26, duration_need=6, details_need=200, essential_needs=[150],
+        80,
+        name_need=26,
+        duration_need=6,
+        details_need=200,
+        essential_needs=[150],
         short_name_need=9,
     )
     assert hopeless == alone
@@ -421,7 +434,7 @@ def test_segments_paint_exactly_the_bar_in_proportion() -> None:
 )
 def test_segment_cells_always_add_up_to_the_bar(cuts: list[int], width: int) -> None:
     bounds = [T0, *sorted(T0 + cut for cut in cuts), T0 + 100 * MS]
-    segments = [Segment("sending", a, b) for a, b in zip(bounds, bounds[1:]) if b > a]
+    segments = [Segment("sending", a, b) for a, b in itertools.pairwise(bounds) if b > a]
     bar = bar_geometry(T0, T0 + 100 * MS, WINDOW, width)
     cells = segment_cells(segments, bar, WINDOW, width)
     assert sum(length for _, length in cells) == (bar.length if segments else 0)
@@ -434,7 +447,7 @@ def test_the_client_bar_shows_its_waits_in_shades(drawn: Drawn) -> None:
     bar = "".join(BAR_GLYPH.findall(client))
     # Queued (medium shade), connecting and sending (full), waiting (light), downloading.
     assert re.fullmatch("▒+█+░+█+", bar), bar
-    queued, work, waiting, download = (len(m) for m in re.findall("▒+|░+|█+", bar))
+    queued, _, waiting, _ = (len(m) for m in re.findall("▒+|░+|█+", bar))
     assert abs(queued - 0.1 * len(bar)) <= 1
     assert abs(waiting - 0.2 * len(bar)) <= 1
 
@@ -623,7 +636,9 @@ async def test_a_new_https_connection_shows_every_phase(
     ]
     for row in rows:
         assert re.search(rf"[█▒░▏] +({DURATION})", row), row
-    assert re.search(rf"200 · 2 B · ttfb ({DURATION}) · https://localhost:\d+/ok", _section(rows, "GET"))
+    assert re.search(
+        rf"200 · 2 B · ttfb ({DURATION}) · https://localhost:\d+/ok", _section(rows, "GET")
+    )
     assert "localhost → 127.0.0.1" in _section(rows, "DNS lookup")
     assert re.search(r"TLS 1\.[23] · TLS_", _section(rows, "TLS client handshake"))
     assert f"127.0.0.1:{https_server.port}" in _section(rows, "socket connect")
@@ -731,12 +746,14 @@ async def test_a_real_post_is_drawn_as_its_timeline(
     kinds = [segment.kind for segment in row.segments]
     # Every segment in a browser panel's order (connecting's phases may alternate with the
     # setup's own time), one after the other from the span's start to its end.
-    outer = [kind for kind in kinds if kind not in ("dns_lookup", "socket_connect", "tls_handshake")]
+    outer = [
+        kind for kind in kinds if kind not in ("dns_lookup", "socket_connect", "tls_handshake")
+    ]
     assert outer == sorted(outer, key=SEGMENT_ORDER.index)
     assert {"connection_setup", "tls_handshake", "waiting"} <= set(kinds)
     assert row.segments[0].start_ns == row.start_ns
     assert row.segments[-1].end_ns == row.end_ns
-    for before, after in zip(row.segments, row.segments[1:]):
+    for before, after in itertools.pairwise(row.segments):
         assert before.end_ns == after.start_ns
     client = next(s for s in recorder.kept.get_finished_spans() if s.kind is SpanKind.CLIENT)
     marks = {event.name: event.timestamp for event in client.events}

@@ -1,8 +1,8 @@
 """The waterfall's layout: span trees, bar geometry, column widths and the words beside a bar.
 
 Pure functions of finished spans and a width in terminal cells: no terminal, no colour. The
-renderer in :mod:`aiohttp_otel.console.waterfall` only paints what these return, so every rule here is
-testable on its own.
+renderer in :mod:`aiohttp_otel.console.waterfall` only paints what these return, so every rule
+here is testable on its own.
 """
 
 from __future__ import annotations
@@ -276,7 +276,9 @@ class PhaseTime(NamedTuple):
     end_ns: int
 
 
-def _child_phases(span_id: int, children: Mapping[int | None, list[ReadableSpan]]) -> list[PhaseTime]:
+def _child_phases(
+    span_id: int, children: Mapping[int | None, list[ReadableSpan]]
+) -> list[PhaseTime]:
     """The phase spans under a CLIENT span, and those under its connection setup."""
     found: list[PhaseTime] = []
     pending = list(children.get(span_id, []))
@@ -475,9 +477,7 @@ def details_cells(details: Sequence[Detail]) -> int:
     """The cells ``details`` take, joined by `` · ``."""
     if not details:
         return 0
-    return sum(cell_len(detail.text) for detail in details) + _SEPARATOR_CELLS * (
-        len(details) - 1
-    )
+    return sum(cell_len(detail.text) for detail in details) + _SEPARATOR_CELLS * (len(details) - 1)
 
 
 def essential_cells(details: Sequence[Detail]) -> int:

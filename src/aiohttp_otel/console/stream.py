@@ -17,7 +17,7 @@ from .layout import format_bytes, format_duration
 
 #: The columns of a chunk line, as printed above the first one.
 HEADING = f"{'chunk':>7} {'offset':>10} {'size':>9} {'gap':>9} {'since headers':>14}"
-_NONE = "–"
+_NONE = "-"
 
 
 class ChunkTimeline:

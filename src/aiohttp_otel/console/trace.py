@@ -262,9 +262,7 @@ def run_trace(options: TraceOptions, console: Console | None = None) -> int:
     report_console = Console(stderr=True) if options.json else console
     telemetry = _Telemetry(options, console)
     try:
-        outcomes = asyncio.run(
-            _run(options, telemetry, report_console.print, report_console.width)
-        )
+        outcomes = asyncio.run(_run(options, telemetry, report_console.print, report_console.width))
     finally:
         telemetry.shutdown()
     otlp = telemetry.otlp
