@@ -795,7 +795,6 @@ URL = "http://localhost:1/"
         (["trace", URL, "--otlp", "grpc://collector:4317"], "argument --otlp", "http://"),
         (["trace", URL, "--otlp", "nonsense"], "argument --otlp", "http://"),
         (["trace", URL, "--otlp", "http://localhost:99999"], "argument --otlp", "out of range"),
-        (["trace", URL, "--otlp", "http://localhost:4318/v2/x"], "argument --otlp", "base URL"),
         (["trace", URL, "--otlp", "http://localhost:4318/?a=b"], "argument --otlp", "no query"),
         (["trace", URL, "--cacert", "no/such/ca.pem"], "argument --cacert", "cannot read"),
         (["trace", URL, "--cacert", "pyproject.toml"], "argument --cacert", "no PEM"),

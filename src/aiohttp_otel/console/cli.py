@@ -66,9 +66,6 @@ Start HTTP and HTTPS servers on this machine (the HTTPS certificate comes from
 a CA made in memory) and trace a tour: a new connection, keep-alive reuse,
 waiting for a connection, a redirect chain, a streamed body and a failure."""
 
-# OTLP/HTTP paths an endpoint may already end in; the base is what is left.
-_OTLP_PATHS = ("/v1/traces", "/v1/metrics")
-
 
 def _http_url(text: str) -> str:
     candidate = text if "://" in text else f"http://{text}"
@@ -97,12 +94,6 @@ def _otlp_endpoint(text: str) -> str:
     if url.query_string or url.fragment or url.user is not None:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not an OTLP/HTTP endpoint: no query, fragment or user, {example}"
-        )
-    path = url.path.rstrip("/")
-    if path and not path.endswith(_OTLP_PATHS):
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not an OTLP/HTTP endpoint: give the receiver's base URL, {example}"
-            " (/v1/traces and /v1/metrics are added)"
         )
     return str(url)
 

@@ -480,9 +480,14 @@ def details_cells(details: Sequence[Detail]) -> int:
     return sum(cell_len(detail.text) for detail in details) + _SEPARATOR_CELLS * (len(details) - 1)
 
 
-def essential_cells(details: Sequence[Detail]) -> int:
-    """The cells of a row's facts of rank :attr:`Rank.NOTABLE` and above."""
-    return details_cells([detail for detail in details if detail.rank >= Rank.NOTABLE])
+def essential_cells(details: Sequence[Detail]) -> list[int]:
+    """What a row needs to show its facts of rank :attr:`Rank.NOTABLE` and above, and, if
+    that is too much, of rank :attr:`Rank.KEY` and above: the ``essential_needs`` of
+    :func:`plan_columns`, which keeps the most it can."""
+    return [
+        details_cells([detail for detail in details if detail.rank >= rank])
+        for rank in (Rank.NOTABLE, Rank.KEY)
+    ]
 
 
 # -- words -----------------------------------------------------------------------------------

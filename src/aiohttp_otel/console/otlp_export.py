@@ -12,6 +12,8 @@ import asyncio
 import contextlib
 import importlib
 import logging
+import os
+import socket
 import urllib.request
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -143,10 +145,8 @@ class OtlpExport:
                 asyncio.open_connection(host, port), CONNECT_TIMEOUT_S
             )
         except (OSError, asyncio.TimeoutError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
             self._unreachable = (
-                f"cannot connect to the OTLP receiver at {host}:{port} "
-                f"({reason or type(exc).__name__})"
+                f"cannot connect to the OTLP receiver at {host}:{port} ({_reason(exc)})"
             )
             return False
         writer.close()
@@ -186,3 +186,14 @@ class OtlpExport:
         finally:
             logger.removeHandler(self._kept)
             logger.propagate = propagate
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, asyncio.TimeoutError):
+        return f"no answer in {CONNECT_TIMEOUT_S:g} s"
+    if isinstance(exc, socket.gaierror):
+        return f"the name does not resolve: {exc.strerror}"
+    if isinstance(exc, OSError) and exc.errno:
+        # "Connection refused", not asyncio's "Connect call failed ('127.0.0.1', 1)".
+        return os.strerror(exc.errno)
+    return str(exc) or type(exc).__name__

@@ -8,6 +8,7 @@ command: the process's global providers are left alone.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import ssl
@@ -109,14 +110,13 @@ class _Telemetry:
     def tracer(self) -> Tracer:
         return self.tracer_provider.get_tracer("aiohttp_otel.console", __version__)
 
+    def quiet(self) -> contextlib.AbstractContextManager[None]:
+        """While the run lasts, the OTLP exporters' log lines are kept off the terminal."""
+        return self.otlp.quiet() if self.otlp is not None else contextlib.nullcontext()
+
     def shutdown(self) -> None:
-        if self.otlp is None:
-            self.tracer_provider.shutdown()
-            self.meter_provider.shutdown()
-            return
-        with self.otlp.quiet():
-            self.tracer_provider.shutdown()
-            self.meter_provider.shutdown()
+        self.tracer_provider.shutdown()
+        self.meter_provider.shutdown()
 
 
 def _fit_url(url: str, room: int) -> str:
@@ -261,10 +261,13 @@ def run_trace(options: TraceOptions, console: Console | None = None) -> int:
     # With --json, standard output carries only the JSON document.
     report_console = Console(stderr=True) if options.json else console
     telemetry = _Telemetry(options, console)
-    try:
-        outcomes = asyncio.run(_run(options, telemetry, report_console.print, report_console.width))
-    finally:
-        telemetry.shutdown()
+    with telemetry.quiet():
+        try:
+            outcomes = asyncio.run(
+                _run(options, telemetry, report_console.print, report_console.width)
+            )
+        finally:
+            telemetry.shutdown()
     otlp = telemetry.otlp
     if outcomes is None:
         assert otlp is not None

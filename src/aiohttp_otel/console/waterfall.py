@@ -94,7 +94,7 @@ class TraceWaterfall:
             max(cell_len(row.label) for row in rows),
             max(len(text) for text in durations),
             max(_details_cells(row) for row in rows),
-            essential_needs=[essential_cells(row.details) for row in rows],
+            essential_needs=[need for row in rows for need in essential_cells(row.details)],
             short_name_need=max(cell_len(row.short_label) for row in rows),
         )
         window = time_window(rows)
