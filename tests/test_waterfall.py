@@ -251,6 +251,13 @@ def test_facts_that_do_not_fit_go_lowest_rank_first_and_keep_their_order() -> No
         "ttfb 1.0 ms",
         "http://localhost:8080/ok",
     ]
+    # Only key facts left: the URL stays, to be cut, while a readable part of it fits.
+    assert [f.text for f in fit_details(facts, 40)] == [
+        "200",
+        "ttfb 1.0 ms",
+        "http://localhost:8080/ok",
+    ]
+    assert [f.text for f in fit_details(facts, 30)] == ["200", "ttfb 1.0 ms"]
     # What cannot fit at all is left to the renderer's ellipsis, the outcome first.
     assert [f.text for f in fit_details(facts, 3)] == ["200"]
 

@@ -27,6 +27,8 @@ _NARROW_BAR = 8
 _DETAIL_GAP = 2
 _INDENT = 2
 _SEPARATOR_CELLS = 3  # " · " between two facts
+# The fewest cells of a URL worth showing cut, rather than not at all.
+_MIN_CUT = 16
 
 _PHASE_BY_SPAN_NAME = {phase.span_name: phase for phase in PHASES}
 _PHASE_BY_KEY = {phase.key: phase for phase in PHASES}
@@ -463,11 +465,14 @@ def fit_details(details: Sequence[Detail], width: int) -> list[Detail]:
 
     While they do not fit, the fact of the lowest rank goes (the last of equals first), so
     the outcome, the URL and the time to first byte outlast the sizes, addresses and ciphers.
-    The last fact left may still be too long: the renderer cuts it with an ellipsis.
+    Once only key facts are left, the last one (the URL) stays if a readable part of it fits:
+    the renderer cuts it with an ellipsis, as it does whatever is still too long.
     """
     kept = list(details)
     while len(kept) > 1 and details_cells(kept) > width:
         lowest = min(detail.rank for detail in kept)
+        if lowest >= Rank.KEY and width - details_cells(kept[:-1]) - _SEPARATOR_CELLS >= _MIN_CUT:
+            break
         drop = max(i for i, detail in enumerate(kept) if detail.rank == lowest)
         del kept[drop]
     return kept

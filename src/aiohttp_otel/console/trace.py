@@ -165,7 +165,7 @@ def summary(
     line.append_text(tail)
     if not message:
         return line
-    return Group(line, Padding(Text(message, style="red"), (0, 0, 0, 2)))
+    return Group(line, Padding(Text(message, style="red"), (0, 0, 0, 2), expand=False))
 
 
 Report = Callable[[RenderableType], None]
