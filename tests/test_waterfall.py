@@ -57,6 +57,12 @@ def bar_cells(row: str) -> int:
     return len(BAR_GLYPH.findall(row))
 
 
+def bar_start(row: str) -> int:
+    found = BAR_GLYPH.search(row)
+    assert found, row
+    return found.start()
+
+
 def memory_console(width: int = 100, *, terminal: bool = False) -> Console:
     """A console that writes to memory: plain like a pipe, or coloured like a terminal."""
     return Console(
@@ -521,7 +527,7 @@ def test_the_rows_show_bars_to_scale_durations_and_details(drawn: Drawn) -> None
     assert re.search(r"[█▒░▏] +100\.0 ms$", rows[0])
     assert re.search(r"[█▒░▏] +80\.0 ms +200$", rows[1])
     assert re.search(r"[█▒░▏] +10\.0 ms +localhost → 127\.0\.0\.1$", rows[3])
-    bars = [(BAR_GLYPH.search(row).start(), bar_cells(row)) for row in rows]  # type: ignore[union-attr]
+    bars = [(bar_start(row), bar_cells(row)) for row in rows]
     root_start, root_length = bars[0]
     # The bar column starts right after the name column, the widest indented name.
     assert root_start == len("    HTTP connection_setup") + 1

@@ -169,7 +169,10 @@ class WaterfallSpanExporter(SpanExporter):
     code, ``error.type``, the resend count, the peer address, the TLS version, a DNS cache hit,
     ``reused connection`` for a request that reused a pooled connection, and the body's chunks
     summed up, such as ``5 chunks, 20.5 kB``). Spans with status ERROR are red. Phases recorded
-    as events (``phases="events"``) are drawn as rows too, in italics.
+    as events (``phases="events"``) are drawn as rows too, in italics. A request's own bar is
+    cut into a browser network panel's segments: queued (``▒``), connecting, sending, waiting
+    for the server (``░``) and downloading. When the width is short, the bar narrows and the
+    phases take short names (``DNS``, ``TLS``) before the URL and the time to first byte go.
 
     Colour and width follow the console: rich sizes the output to the terminal, honours
     ``NO_COLOR`` and ``COLUMNS``, and writes plain text when the output is piped.
@@ -193,11 +196,11 @@ class WaterfallSpanExporter(SpanExporter):
     which prints, for a request on a new HTTPS connection (90 columns wide):
 
     ```text
-    GET                      ███████████████████████ 5.1 ms  200 · 27 B · https://localhost:8…
-      HTTP connection_setup  ███████████████████     3.9 ms  127.0.0.1:8443
-        DNS lookup            ██████                 1.3 ms  localhost → 127.0.0.1
-        socket connect              ███              0.5 ms  127.0.0.1:8443
-        TLS client handshake           █████████     1.9 ms  TLS 1.3 · TLS_AES_256_GCM_SHA384
+    GET                    ▒█████████████████░ 5.1 ms  200 · ttfb 5.0 ms · https://localhost:8443/
+      HTTP connection_setup ████████████████   3.9 ms  127.0.0.1:8443
+        DNS lookup          █████              1.3 ms  localhost → 127.0.0.1
+        socket connect           ██            0.5 ms  127.0.0.1:8443
+        TLS client handshake       ███████     1.9 ms  TLS 1.3 · TLS_AES_256_GCM_SHA384
     ```
 
     Use it with ``SimpleSpanProcessor``, which exports each span as it ends, so a trace is
