@@ -191,6 +191,8 @@ def test_the_demo_prints_a_waterfall_for_every_stop_of_the_tour() -> None:
     text = text_of(console)
     for stop in TOUR:
         assert stop.hint in text
+    # The intro names the segments of a request's bar.
+    assert "▒ queued  █ connecting  █ sending  ░ waiting  █ downloading" in text.splitlines()[2]
     check_tour(text)
 
 

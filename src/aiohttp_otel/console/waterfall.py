@@ -120,6 +120,26 @@ def _details_cells(row: Row) -> int:
     return _details_text(row, None).cell_len
 
 
+_LEGEND = (
+    ("wait_for_connection", "queued"),
+    ("connection_setup", "connecting"),
+    ("sending", "sending"),
+    ("waiting", "waiting"),
+    ("downloading", "downloading"),
+)
+
+
+def segment_legend() -> Text:
+    """One line naming the segments of a request's bar, each in its glyph and colour
+    (``waiting`` is for the server's first byte)."""
+    text = Text("a request's bar:", style="dim")
+    for kind, words in _LEGEND:
+        text.append("  ")
+        text.append(SEGMENT_GLYPHS.get(kind, _BAR), style=_ROLE_STYLES[kind])
+        text.append(f" {words}")
+    return text
+
+
 def _name_style(row: Row) -> str:
     if row.failed:
         return "bold red"
