@@ -310,6 +310,31 @@ def test_a_row_whose_essentials_cannot_fit_does_not_squeeze_the_others() -> None
     assert hopeless == alone
 
 
+def test_at_80_columns_a_streamed_request_keeps_its_url_and_ttfb(drawn: Drawn) -> None:
+    """Its chunk summary and reuse cannot all fit: they go, the URL and ttfb stay."""
+    url = "http://localhost:8080/stream"
+    root = drawn.tracer.start_span("request", start_time=T0)
+    client = drawn.tracer.start_span(
+        "POST", trace.set_span_in_context(root), SpanKind.CLIENT, start_time=T0 + MS
+    )
+    client.set_attributes({"url.full": url, "http.response.status_code": 200})
+    client.add_event("aiohttp.response.headers", timestamp=T0 + 20 * MS)
+    for n in range(6):
+        client.add_event(
+            "aiohttp.response.chunk_received",
+            {"aiohttp.chunk.size": 100, "aiohttp.chunk.offset": 100 * n},
+            timestamp=T0 + (30 + 10 * n) * MS,
+        )
+    client.end(end_time=T0 + 90 * MS)
+    root.end(end_time=T0 + 95 * MS)
+    console = memory_console(80)
+    console.print(TraceWaterfall.of_spans(drawn.kept.get_finished_spans()))
+    rows = rows_of(output(console))
+    assert all(cell_len(row) <= 80 for row in rows)
+    post = next(row for row in rows if row.lstrip().startswith("POST"))
+    assert post.endswith(f"200 · ttfb 19.0 ms · {url}"), post
+
+
 # -- a CLIENT span's timeline ----------------------------------------------------------------
 
 
