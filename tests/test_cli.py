@@ -561,7 +561,7 @@ async def test_an_error_message_is_redacted_too(http_server: Server) -> None:
     assert code == 1
     lines = text.splitlines()
     assert "✗ TooManyRedirects" in lines[0]
-    assert f"url='http://localhost:{http_server.port}/loop?sig=REDACTED'" in lines[1]
+    assert f"http://localhost:{http_server.port}/loop?sig=REDACTED" in lines[1]
     assert "secretpw" not in text
     assert "sig=abc" not in text
 
