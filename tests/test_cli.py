@@ -20,24 +20,33 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 from aiohttp import web
 from rich.cells import cell_len
 from rich.console import Console
 
-from aiohttp_otel._demo import (
+from aiohttp_otel.console.cli import main
+from aiohttp_otel.console.demo import (
     REDIRECT_HOPS,
     STREAM_CHUNK_SIZE,
     STREAM_CHUNKS,
     STREAM_INTERVAL_S,
     TOUR,
 )
-from aiohttp_otel._waterfall_layout import format_bytes
-from aiohttp_otel.cli import main
+from aiohttp_otel.console.layout import format_bytes
 
-from .conftest import Server, closed_port, serve
+from .conftest import Server, Tls, closed_port, serve
 
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 DURATION = r"\d+(\.\d)? (ms|µs)|\d+\.\d\d s"
+# A bar is drawn with full blocks, light shades (a CLIENT span's waits) or a hairline.
+BAR_GLYPH = re.compile("[█▒░▏]")
+
+
+def bar_cells(row: str) -> int:
+    return len(BAR_GLYPH.findall(row))
+
+
 SUBPROCESS_TIMEOUT_S = 60
 CLI_EXTRA_HINT = 'pip install "aiohttp-otel[cli]"'
 
@@ -54,7 +63,7 @@ def text_of(console: Console) -> str:
 
 def row_names(lines: list[str]) -> list[str]:
     """The span names of a waterfall's rows (the text before the bar, unindented)."""
-    return [line.split("█")[0].strip() for line in lines if "█" in line]
+    return [BAR_GLYPH.split(line)[0].strip() for line in lines if BAR_GLYPH.search(line)]
 
 
 def child_env(columns: int | None = None) -> dict[str, str]:
@@ -69,7 +78,9 @@ def child_env(columns: int | None = None) -> dict[str, str]:
     return env
 
 
-async def run_module(*args: str, columns: int | None = None) -> tuple[int, str, str]:
+async def run_module(
+    *args: str, columns: int | None = None, env: dict[str, str] | None = None
+) -> tuple[int, str, str]:
     """``python -m aiohttp_otel ARGS`` with piped output, bounded in time."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -78,7 +89,7 @@ async def run_module(*args: str, columns: int | None = None) -> tuple[int, str, 
         *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
-        env=child_env(columns),
+        env={**child_env(columns), **(env or {})},
     )
     try:
         out, err = await asyncio.wait_for(process.communicate(), SUBPROCESS_TIMEOUT_S)
@@ -117,12 +128,12 @@ def check_tour(text: str) -> None:
     sections = demo_sections(text)
     assert len(sections) == 6
     for section in sections:
-        rows = [line for line in section if "█" in line]
+        rows = [line for line in section if BAR_GLYPH.search(line)]
         assert rows, section
         for row in rows:
-            assert re.search(rf"█ +({DURATION})", row), row
+            assert re.search(rf"[█▒░▏] +({DURATION})", row), row
     new, reuse, queue, redirects, stream, failure = (
-        [line for line in s if "█" in line] for s in sections
+        [line for line in s if BAR_GLYPH.search(line)] for s in sections
     )
     assert row_names(new) == [
         "new connection",
@@ -159,7 +170,7 @@ def check_tour(text: str) -> None:
     assert chunks, stream[1]
     assert 1 <= int(chunks.group(1)) <= STREAM_CHUNKS
     # The span lasts until the last byte: at least the server's pauses between the chunks.
-    duration = re.search(r"█ +(\d+\.\d) ms", stream[1])
+    duration = re.search(r"[█▒░▏] +(\d+\.\d) ms", stream[1])
     assert duration, stream[1]
     assert float(duration.group(1)) >= (STREAM_CHUNKS - 1) * STREAM_INTERVAL_S * 1000
 
@@ -180,6 +191,8 @@ def test_the_demo_prints_a_waterfall_for_every_stop_of_the_tour() -> None:
     text = text_of(console)
     for stop in TOUR:
         assert stop.hint in text
+    # The intro names the segments of a request's bar.
+    assert "▒ queued  █ connecting  █ sending  ░ waiting  █ downloading" in text.splitlines()[2]
     check_tour(text)
 
 
@@ -195,11 +208,12 @@ def test_the_demo_saves_an_svg_of_what_it_printed(tmp_path: Path) -> None:
 
 
 async def test_python_m_demo_piped_is_plain_and_fits_the_width() -> None:
-    code, out, err = await run_module("demo", columns=90)
+    # The width of the documentation's picture.
+    code, out, err = await run_module("demo", columns=120)
     assert code == 0, err
     assert "\x1b[" not in out
     check_tour(out)
-    assert max(cell_len(line) for line in out.splitlines()) <= 90
+    assert max(cell_len(line) for line in out.splitlines()) <= 120
 
 
 # -- trace -----------------------------------------------------------------------------------
@@ -207,7 +221,7 @@ async def test_python_m_demo_piped_is_plain_and_fits_the_width() -> None:
 
 async def test_trace_draws_the_request_against_a_local_server(http_server: Server) -> None:
     url = http_server.url("/ok")
-    code, out, err = await run_module("trace", url)
+    code, out, err = await run_module("trace", url, columns=120)
     assert code == 0, err
     assert "\x1b[" not in out
     lines = out.splitlines()
@@ -221,8 +235,24 @@ async def test_trace_draws_the_request_against_a_local_server(http_server: Serve
     ]
 
 
+async def test_at_80_columns_the_bar_and_the_names_give_way_before_the_url_and_ttfb(
+    http_server: Server,
+) -> None:
+    url = http_server.url("/ok")
+    # Piped output with no COLUMNS is 80 columns wide, as most terminals are.
+    code, out, err = await run_module("trace", url)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert max(cell_len(line) for line in lines) <= 80
+    client = next(line for line in lines if line.startswith("  GET "))
+    assert re.search(rf"200 · .*ttfb ({DURATION}) · {re.escape(url)}$", client), client
+    # The phases go by their short names, in the same tree.
+    assert row_names(lines) == ["request", "GET", "setup", "DNS", "TCP"]
+    assert "localhost → 127.0.0.1" in next(line for line in lines if "DNS " in line)
+
+
 async def test_trace_in_process_draws_under_the_summary(http_server: Server) -> None:
-    code, text = await run_main("trace", http_server.url("/redirect/2"))
+    code, text = await run_main("trace", http_server.url("/redirect/2"), width=160)
     assert code == 0
     lines = text.splitlines()
     assert lines[0].startswith(f"GET {http_server.url('/redirect/2')} → 200 OK after 2 redirects")
@@ -235,7 +265,7 @@ async def test_trace_in_process_draws_under_the_summary(http_server: Server) -> 
         "GET",
         "GET",
     ]
-    hops = [line for line in lines if line.lstrip().startswith("GET ") and "█" in line]
+    hops = [line for line in lines if line.lstrip().startswith("GET ") and BAR_GLYPH.search(line)]
     assert "resend 1" in hops[1]
     assert "resend 2" in hops[2]
 
@@ -316,7 +346,10 @@ async def test_a_refused_connection_fails_the_command() -> None:
     url = f"http://localhost:{closed_port()}/"
     code, text = await run_main("trace", url)
     assert code == 1
-    assert text.startswith(f"GET {url} ✗ ClientConnectorError: Cannot connect to host")
+    lines = text.splitlines()
+    # The outcome fits one line; the exception's message follows, indented.
+    assert re.fullmatch(rf"GET {re.escape(url)} ✗ ClientConnectorError · ({DURATION})", lines[0])
+    assert lines[1].startswith("  Cannot connect to host localhost:")
     refused = next(line for line in text.splitlines() if "socket connect" in line)
     assert "ConnectionRefusedError" in refused
 
@@ -509,6 +542,245 @@ async def test_otlp_exports_the_spans_and_metrics_too(
     assert "http.client.request.duration" in metric_names
 
 
+# -- what the summary line shows -------------------------------------------------------------
+
+
+async def test_the_summary_line_redacts_the_url_as_the_spans_do(http_server: Server) -> None:
+    url = f"http://user:secretpw@127.0.0.1:{http_server.port}/ok?sig=abc&page=2"
+    code, text = await run_main("trace", url)
+    assert code == 0, text
+    assert "secretpw" not in text
+    assert "abc" not in text
+    summary = text.splitlines()[0]
+    assert summary.startswith(
+        f"GET http://REDACTED:REDACTED@127.0.0.1:{http_server.port}/ok?sig=REDACTED&page=2 → 200"
+    )
+
+
+async def test_an_error_message_is_redacted_too(http_server: Server) -> None:
+    # aiohttp's TooManyRedirects quotes the first request's URL, signed query and all.
+    url = f"http://user:secretpw@localhost:{http_server.port}/loop?sig=abc"
+    code, text = await run_main("trace", url)
+    assert code == 1
+    lines = text.splitlines()
+    assert "✗ TooManyRedirects" in lines[0]
+    assert f"http://localhost:{http_server.port}/loop?sig=REDACTED" in lines[1]
+    assert "secretpw" not in text
+    assert "sig=abc" not in text
+
+
+async def test_the_summary_line_fits_80_columns_and_does_not_wrap(http_server: Server) -> None:
+    long_path = "/ok?" + "&".join(f"key{n}=value{n}" for n in range(12))
+    code, text = await run_main("trace", http_server.url(long_path), width=80)
+    assert code == 0
+    summary = text.splitlines()[0]
+    assert cell_len(summary) <= 80
+    # The URL gives way in its middle; the outcome, the size and the time stay whole.
+    assert re.fullmatch(
+        rf"GET http://localhost:\d+/ok\?key\S*…\S*value11 → 200 OK · 2 B · ({DURATION})", summary
+    ), summary
+    refused = f"http://localhost:{closed_port()}/"
+    code, text = await run_main("trace", refused, width=80)
+    lines = text.splitlines()
+    assert cell_len(lines[0]) <= 80
+    assert re.fullmatch(
+        rf"GET {re.escape(refused)} ✗ ClientConnectorError · ({DURATION})", lines[0]
+    )
+    # The message wraps on its own lines, each indented under the summary.
+    message = []
+    for line in lines[1:]:
+        if not line.startswith("  ") or BAR_GLYPH.search(line):
+            break
+        message.append(line)
+    assert message, lines
+    assert all(cell_len(line) <= 80 for line in message)
+    assert "Connect call failed" in " ".join(message)
+
+
+# -- --cacert ----------------------------------------------------------------------------------
+
+
+async def test_cacert_trusts_the_ca_in_a_file(
+    https_server: Server, tls: Tls, tmp_path: Path
+) -> None:
+    ca = tmp_path / "ca.pem"
+    tls.ca.cert_pem.write_to_path(str(ca))
+    code, text = await run_main("trace", https_server.url(), "--cacert", str(ca))
+    assert code == 0, text
+    assert "TLS client handshake" in row_names(text.splitlines())
+    # Another CA's file: the certificate is not trusted.
+    other = tmp_path / "other.pem"
+    trustme.CA().cert_pem.write_to_path(str(other))
+    code, text = await run_main("trace", https_server.url(), "--cacert", str(other))
+    assert code == 1
+    assert "ClientConnectorCertificateError" in text.splitlines()[0]
+
+
+def test_cacert_and_insecure_exclude_each_other(
+    tls: Tls, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ca = tmp_path / "ca.pem"
+    tls.ca.cert_pem.write_to_path(str(ca))
+    assert main(["trace", URL, "--cacert", str(ca), "-k"], console=memory_console()) == 2
+    assert "argument -k/--insecure: not allowed with argument --cacert" in capsys.readouterr().err
+
+
+async def test_ssl_cert_file_is_trusted_as_documented(
+    https_server: Server, tls: Tls, tmp_path: Path
+) -> None:
+    ca = tmp_path / "ca.pem"
+    tls.ca.cert_pem.write_to_path(str(ca))
+    code, out, err = await run_module("trace", https_server.url())
+    assert code == 1, (out, err)  # the system does not trust the test CA
+    code, out, err = await run_module("trace", https_server.url(), env={"SSL_CERT_FILE": str(ca)})
+    assert code == 0, (out, err)
+    assert "→ 200 OK" in out
+
+
+# -- --otlp checked --------------------------------------------------------------------------
+
+
+async def test_an_unreachable_otlp_receiver_fails_at_once_in_one_clear_line(
+    http_server: Server,
+) -> None:
+    pytest.importorskip("opentelemetry.exporter.otlp.proto.http")
+    endpoint = f"http://127.0.0.1:{closed_port()}"
+    code, out, err = await run_module("trace", http_server.url(), "--otlp", endpoint)
+    assert code == 1
+    problem = [line for line in (out + err).splitlines() if "--otlp" in line]
+    assert len(problem) == 1, out + err
+    assert endpoint.removeprefix("http://") in problem[0]
+    assert "cannot connect" in problem[0]
+    # No SDK retry messages, and no traceback.
+    assert "retrying" not in out + err
+    assert "Traceback" not in err
+
+
+@pytest.fixture
+async def not_a_receiver() -> AsyncIterator[str]:
+    """An HTTP server that answers 404 to every OTLP path: reachable, but not a receiver."""
+    async with serve(web.Application()) as server:
+        yield f"http://127.0.0.1:{server.port}"
+
+
+async def test_a_failed_export_fails_the_command_with_the_reason(
+    http_server: Server, not_a_receiver: str
+) -> None:
+    pytest.importorskip("opentelemetry.exporter.otlp.proto.http")
+    code, out, err = await run_module("trace", http_server.url(), "--otlp", not_a_receiver)
+    assert code == 1
+    assert "→ 200 OK" in out  # the request itself went well, and was drawn
+    assert "DNS" in row_names(out.splitlines())
+    problem = [line for line in (out + err).splitlines() if "--otlp" in line]
+    assert len(problem) == 1, out + err
+    assert "exporting traces and metrics" in problem[0]
+    assert "404" in problem[0]
+    assert "Failed to export" not in err  # the SDK's own line is summed up, not repeated
+
+
+# -- --stream --------------------------------------------------------------------------------
+
+STREAMED_CHUNKS = 5
+STREAMED_SIZE = 1000
+STREAM_PAUSE_S = 0.05
+
+
+@pytest.fixture
+async def streaming_server() -> AsyncIterator[Server]:
+    """Five chunks of 1000 bytes, each written after a pause."""
+
+    async def stream(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        for index in range(STREAMED_CHUNKS):
+            await asyncio.sleep(STREAM_PAUSE_S)
+            await response.write(bytes([65 + index]) * STREAMED_SIZE)
+        await response.write_eof()
+        return response
+
+    app = web.Application()
+    app.router.add_get("/stream", stream)
+    async with serve(app) as server:
+        yield server
+
+
+CHUNK_LINE = re.compile(
+    rf" *(?P<n>\d+) +(?P<offset>\d+) +(?P<size>\d+(?:\.\d)? (?:B|kB))"
+    rf" +(?P<gap>-|{DURATION}) +(?P<since>{DURATION})"
+)
+
+
+def _ms(text: str) -> float:
+    number, unit = text.split()
+    return float(number) * {"µs": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+async def test_stream_prints_each_chunk_as_it_arrives_then_the_waterfall(
+    streaming_server: Server,
+) -> None:
+    code, text = await run_main("trace", streaming_server.url("/stream"), "--stream")
+    assert code == 0, text
+    lines = text.splitlines()
+    assert lines[0] == "← 200 OK, the body as it arrives:"
+    chunks = [m for m in map(CHUNK_LINE.fullmatch, lines) if m]
+    # Each write usually arrives alone; a loaded machine may read two at once.
+    assert 1 <= len(chunks) <= STREAMED_CHUNKS
+    assert [int(m["n"]) for m in chunks] == list(range(1, len(chunks) + 1))
+    offsets = [int(m["offset"]) for m in chunks]
+    assert offsets[0] == 0
+    assert offsets == sorted(offsets)
+    assert chunks[0]["gap"] == "-"
+    since = [_ms(m["since"]) for m in chunks]
+    assert since == sorted(since)
+    # The last chunk came after the server's five pauses.
+    assert since[-1] >= (STREAMED_CHUNKS - 1) * STREAM_PAUSE_S * 1000 * 0.9
+    total = STREAMED_CHUNKS * STREAMED_SIZE
+    assert any(line.startswith(f"{len(chunks)} chunk") and "5.0 kB" in line for line in lines)
+    # Then the summary, and the waterfall with the body's row.
+    summary = next(i for i, line in enumerate(lines) if line.startswith("GET "))
+    assert summary > lines.index(chunks[-1].group(0))
+    assert f"→ 200 OK · {format_bytes(total)}" in lines[summary]
+    assert "GET" in row_names(lines[summary:])
+
+
+async def test_stream_arrival_is_printed_before_the_body_is_over(
+    streaming_server: Server,
+) -> None:
+    """The first chunk line is out while the server is still sending: read from the pipe."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "aiohttp_otel",
+        "trace",
+        streaming_server.url("/stream"),
+        "--stream",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=child_env(),
+    )
+    assert process.stdout is not None
+    try:
+        seen: list[str] = []
+        for _ in range(50):
+            line = await asyncio.wait_for(process.stdout.readline(), SUBPROCESS_TIMEOUT_S)
+            if not line:
+                break
+            seen.append(line.decode().rstrip("\n"))
+            if CHUNK_LINE.fullmatch(seen[-1]):
+                break
+        # No summary yet: the request is still going when its first chunk is printed.
+        assert CHUNK_LINE.fullmatch(seen[-1]), seen
+        assert not any(line.startswith("GET ") for line in seen)
+    finally:
+        try:
+            await asyncio.wait_for(process.communicate(), SUBPROCESS_TIMEOUT_S)
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+
+
 # -- usage errors and missing extras ---------------------------------------------------------
 
 URL = "http://localhost:1/"
@@ -527,6 +799,13 @@ URL = "http://localhost:1/"
         (["trace", URL, "--phases", "sometimes"], "argument --phases", "invalid choice"),
         (["trace", URL, "-d", "@no/such/file"], "argument -d/--data", "cannot read"),
         (["trace", URL, "--otlp", "grpc://collector:4317"], "argument --otlp", "http://"),
+        (["trace", URL, "--otlp", "nonsense"], "argument --otlp", "http://"),
+        (["trace", URL, "--otlp", "http://localhost:99999"], "argument --otlp", "out of range"),
+        (["trace", URL, "--otlp", "http://localhost:4318/?a=b"], "argument --otlp", "no query"),
+        (["trace", URL, "--cacert", "no/such/ca.pem"], "argument --cacert", "cannot read"),
+        (["trace", URL, "--cacert", "pyproject.toml"], "argument --cacert", "no PEM"),
+        (["demo", "--svg", "/no/such/dir/x.svg"], "argument --svg", "no directory"),
+        (["demo", "--svg", "."], "argument --svg", "is a directory"),
         (["trace", "ftp://localhost/"], "argument URL", "not an http:// or https:// URL"),
         (["trace"], "URL", "required"),
         ([], "COMMAND", "required"),
@@ -549,8 +828,39 @@ def test_bad_usage_exits_2_naming_the_option(
 def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["trace", "--help"]) == 0
     out = capsys.readouterr().out
-    for option in ("-X", "-H", "-d", "--repeat", "--concurrency", "--json", "--otlp", "-k"):
+    for option in (
+        "-X",
+        "-H",
+        "-d",
+        "--repeat",
+        "--concurrency",
+        "--json",
+        "--stream",
+        "--otlp",
+        "--cacert",
+        "-k",
+    ):
         assert option in out
+
+
+@pytest.mark.parametrize("command", [[], ["trace"], ["demo"]])
+def test_no_help_line_is_longer_than_80_columns(
+    command: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "80")
+    assert main([*command, "--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("\n") > 5
+    assert max(len(line) for line in out.splitlines()) <= 80
+
+
+def test_a_bad_svg_path_stops_the_demo_before_it_runs(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    console = memory_console()
+    assert main(["demo", "--svg", "/no/such/dir/x.svg"], console=console) == 2
+    assert text_of(console) == ""  # no tour was taken
+    assert "/no/such/dir" in capsys.readouterr().err
 
 
 def _run_without(module: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -558,7 +868,7 @@ def _run_without(module: str, *args: str) -> subprocess.CompletedProcess[str]:
     script = (
         "import sys\n"
         f"sys.modules[{module!r}] = None\n"
-        "from aiohttp_otel.cli import main\n"
+        "from aiohttp_otel.console.cli import main\n"
         f"raise SystemExit(main({list(args)!r}))\n"
     )
     return subprocess.run(
@@ -603,3 +913,98 @@ def test_the_trace_command_does_not_need_trustme() -> None:
     result = _run_without("trustme", "trace", f"http://localhost:{closed_port()}/")
     assert result.returncode == 1  # it ran, and the request failed
     assert "ClientConnectorError" in result.stdout
+
+
+# -- the console is a subpackage of its own --------------------------------------------------
+
+SOURCE = Path(__file__).resolve().parent.parent / "src" / "aiohttp_otel"
+
+
+def _python(script: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=SUBPROCESS_TIMEOUT_S,
+        env=child_env(),
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("module", ["rich", "opentelemetry.sdk"])
+def test_the_waterfall_without_the_cli_extra_says_which_extra_to_install(module: str) -> None:
+    result = _python(
+        "import sys\n"
+        f"sys.modules[{module!r}] = None\n"
+        "try:\n"
+        "    import aiohttp_otel.waterfall\n"
+        "except ImportError as exc:\n"
+        "    print(type(exc).__name__, exc.name, exc, sep='|')\n"
+    )
+    assert result.returncode == 0, result.stderr
+    kind, name, message = result.stdout.strip().split("|")
+    assert kind in ("ImportError", "ModuleNotFoundError")
+    assert name.startswith(module)
+    assert CLI_EXTRA_HINT in message
+    assert "aiohttp_otel.waterfall" in message
+
+
+def test_the_waterfall_keeps_its_public_import_path() -> None:
+    from aiohttp_otel import waterfall
+    from aiohttp_otel.console import waterfall as drawing
+
+    assert waterfall.WaterfallSpanExporter is drawing.WaterfallSpanExporter
+    assert waterfall.TraceWaterfall is drawing.TraceWaterfall
+
+
+async def test_tracing_requests_imports_neither_the_console_nor_rich(
+    http_server: Server,
+) -> None:
+    # In a thread: the loopback server answers from this test's event loop meanwhile.
+    result = await asyncio.to_thread(
+        _python,
+        "import asyncio, sys\n"
+        "import aiohttp\n"
+        "from opentelemetry.sdk.trace import TracerProvider\n"
+        "from aiohttp_otel import AioHttpClientInstrumentor, create_trace_config\n"
+        "async def go():\n"
+        "    config = create_trace_config(tracer_provider=TracerProvider())\n"
+        "    async with aiohttp.ClientSession(trace_configs=[config]) as session:\n"
+        f"        async with session.get({http_server.url()!r}) as response:\n"
+        "            await response.read()\n"
+        "AioHttpClientInstrumentor().instrument(tracer_provider=TracerProvider())\n"
+        "asyncio.run(go())\n"
+        "AioHttpClientInstrumentor().uninstrument()\n"
+        "print(sorted(m for m in sys.modules if m == 'rich' or m.startswith(('rich.',"
+        " 'aiohttp_otel.console'))))\n",
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_only_the_console_imports_rich_or_the_console() -> None:
+    """Read from the source: outside ``console/``, only the public re-export and the
+    ``python -m`` entry import it, and nothing but ``console/`` imports rich."""
+    import ast
+
+    for path in sorted(SOURCE.rglob("*.py")):
+        relative = path.relative_to(SOURCE).as_posix()
+        if relative.startswith("console/"):
+            continue
+        imported: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                imported.add("." * node.level + (node.module or ""))
+        assert not any(name == "rich" or name.startswith("rich.") for name in imported), relative
+        if relative not in ("waterfall.py", "__main__.py"):
+            assert not any("console" in name.split(".") for name in imported), relative
+
+
+def test_the_script_runs_the_console_tool() -> None:
+    from importlib.metadata import entry_points
+
+    scripts = [ep for ep in entry_points(group="console_scripts") if ep.name == "aiohttp-otel"]
+    assert [ep.value for ep in scripts] == ["aiohttp_otel.console.cli:main"]
+    assert scripts[0].load() is main

@@ -181,6 +181,33 @@ async def test_manual_session_exports_over_otlp(
     )
 
 
+# -- sse_stream.py -----------------------------------------------------------------------------
+
+
+async def test_sse_stream_reads_every_event_and_prints_the_spans_stream_timeline() -> None:
+    code, out = await run_example("sse_stream.py", "--events", "5", "--interval", "0.03")
+    assert code == 0, out
+    lines = out.splitlines()
+    assert [line.split(":")[0] for line in lines[:5]] == [f"event {n}" for n in range(1, 6)]
+    assert "GET /events -> 200, 5 events" in lines
+    timeline = lines[lines.index("the span's stream timeline:") + 1 :]
+    assert re.fullmatch(r"  response headers after \d+\.\d ms", timeline[0])
+    chunks = re.fullmatch(r"  (\d+) body chunk events, longest gap (\d+\.\d) ms", timeline[1])
+    assert chunks, timeline
+    # Five events and the closing one; a loaded machine may read two writes at once.
+    assert 2 <= int(chunks.group(1)) <= 6
+    assert float(chunks.group(2)) >= 30 * 0.8
+    # The streaming attributes, on a span that has them (the lead's core adds them).
+    for line in timeline[2:]:
+        name, _, value = line.strip().partition(" = ")
+        assert name in (
+            "aiohttp.response.time_to_first_chunk",
+            "aiohttp.response.chunk_gap.max",
+            "aiohttp.response.chunk_count",
+        )
+        assert float(value) >= 0
+
+
 # -- production.py -----------------------------------------------------------------------------
 
 

@@ -1,5 +1,5 @@
 """``python -m aiohttp_otel``: the console tool, as the ``aiohttp-otel`` script."""
 
-from .cli import main
+from .console.cli import main
 
 raise SystemExit(main())

@@ -176,6 +176,8 @@ def smoke_install(artifact: Path, version: str, venv_dir: Path, extras: str) -> 
             RUN_TIMEOUT_S,
             f"aiohttp-otel demo (from {artifact.name}[cli])",
             cwd=venv_dir.parent,
+            # Wide enough for the phases' full names (at 80 columns they take short ones).
+            env={"COLUMNS": "120"},
         )
         for needed in ("TLS client handshake", "HTTP wait_for_connection", "connection refused"):
             if needed not in toured.stdout:
@@ -203,7 +205,11 @@ def install(python: Path, requirements: list[str], uv: str | None, what: str) ->
 
 
 def run(
-    command: list[str], timeout_s: float, what: str, cwd: Path | None = None
+    command: list[str],
+    timeout_s: float,
+    what: str,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run ``command`` with a time limit, outside any active virtualenv; fail loudly."""
     try:
@@ -212,7 +218,7 @@ def run(
             capture_output=True,
             text=True,
             timeout=timeout_s,
-            env=_clean_environment(),
+            env={**_clean_environment(), **(env or {})},
             cwd=cwd,
             check=False,
         )

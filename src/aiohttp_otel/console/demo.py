@@ -27,9 +27,9 @@ from opentelemetry.trace import SpanKind, Tracer
 from rich.console import Console
 from rich.text import Text
 
-from ._trace_config import create_trace_config
-from ._version import __version__
-from .waterfall import WaterfallSpanExporter
+from .._trace_config import create_trace_config
+from .._version import __version__
+from .waterfall import WaterfallSpanExporter, segment_legend
 
 STREAM_CHUNKS = 5
 STREAM_CHUNK_SIZE = 4096
@@ -251,6 +251,7 @@ async def _take_tour(console: Console) -> None:
                 " (its CA made in memory)",
             )
         )
+        console.print(segment_legend())
         console.print()
         tracer_provider = TracerProvider(resource=Resource.create({"service.name": "demo"}))
         tracer_provider.add_span_processor(SimpleSpanProcessor(WaterfallSpanExporter(console)))

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import re
+import ssl
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from yarl import URL
 
-from ._version import __version__
+from .._version import __version__
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -37,20 +39,32 @@ _OTLP_MODULE = "opentelemetry.exporter.otlp.proto.http"
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 _DESCRIPTION = """\
-Trace aiohttp requests with OpenTelemetry and draw where their time went: a waterfall of the
-request's spans (waiting for a connection, DNS, connect, TLS, the body) in the terminal."""
+Trace aiohttp requests with OpenTelemetry and draw where their time went: a
+waterfall of the request's spans (waiting for a connection, DNS, connect, TLS,
+sending, waiting for the server, the body) in the terminal."""
+
+_TRACE_DESCRIPTION = """\
+Make requests to URL with full instrumentation and draw each request's span
+tree as a waterfall, or print the spans as OTLP/JSON."""
 
 _TRACE_EPILOG = """\
 examples:
   aiohttp-otel trace http://localhost:8080/
-  aiohttp-otel trace https://localhost:8443/api -X POST -H 'Content-Type: application/json' \\
-      -d '{"name": "x"}'
+  aiohttp-otel trace https://localhost:8443/api -X POST \\
+      -H 'Content-Type: application/json' -d '{"name": "x"}'
+  aiohttp-otel trace https://localhost:8443/ --cacert ca.pem
+  aiohttp-otel trace http://localhost:8080/events --stream
   aiohttp-otel trace http://localhost:8080/ --repeat 3 --concurrency 2
   aiohttp-otel trace http://localhost:8080/ --json > spans.json
   aiohttp-otel trace http://localhost:8080/ --otlp http://localhost:4318
 
-The exit status is 0 when every request got a response below 400, 1 when one failed, and 2
-for a usage error."""
+The exit status is 0 when every request got a response below 400 (and, with
+--otlp, the export succeeded), 1 when one failed, and 2 for a usage error."""
+
+_DEMO_DESCRIPTION = """\
+Start HTTP and HTTPS servers on this machine (the HTTPS certificate comes from
+a CA made in memory) and trace a tour: a new connection, keep-alive reuse,
+waiting for a connection, a redirect chain, a streamed body and a failure."""
 
 
 def _http_url(text: str) -> str:
@@ -62,6 +76,50 @@ def _http_url(text: str) -> str:
     if url.scheme not in ("http", "https") or not url.host:
         raise argparse.ArgumentTypeError(f"{text!r} is not an http:// or https:// URL")
     return str(url)
+
+
+def _otlp_endpoint(text: str) -> str:
+    example = "such as http://localhost:4318"
+    try:
+        url = URL(text)
+        port = url.port
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a URL ({exc})") from None
+    if url.scheme not in ("http", "https") or not url.host:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an OTLP/HTTP endpoint: give its http:// or https:// URL, {example}"
+        )
+    if port is None or not 0 < port < 65536:
+        raise argparse.ArgumentTypeError(f"{text!r} has no valid port ({example})")
+    if url.query_string or url.fragment or url.user is not None:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an OTLP/HTTP endpoint: no query, fragment or user, {example}"
+        )
+    return str(url)
+
+
+def _ca_file(text: str) -> str:
+    try:
+        ssl.create_default_context(cafile=text)
+    except ssl.SSLError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} holds no PEM certificate a TLS client can trust"
+        ) from None
+    except OSError as exc:
+        raise argparse.ArgumentTypeError(f"cannot read {text!r}: {exc.strerror}") from None
+    return text
+
+
+def _svg_path(text: str) -> Path:
+    path = Path(text)
+    folder = path.parent
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a directory; give a file name")
+    if not folder.is_dir():
+        raise argparse.ArgumentTypeError(f"cannot write {text!r}: no directory {str(folder)!r}")
+    if not os.access(folder, os.W_OK):
+        raise argparse.ArgumentTypeError(f"cannot write {text!r}: {str(folder)!r} is read-only")
+    return path
 
 
 def _method(text: str) -> str:
@@ -111,15 +169,16 @@ def _seconds(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``aiohttp-otel`` argument parser, with its ``trace`` and ``demo`` commands."""
-    parser = argparse.ArgumentParser(prog=_PROG, description=_DESCRIPTION)
+    parser = argparse.ArgumentParser(
+        prog=_PROG, description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     trace = commands.add_parser(
         "trace",
         help="make requests to a URL and draw each one's spans",
-        description="Make requests to URL with full instrumentation and draw each request's "
-        "span tree as a waterfall, or print the spans as OTLP/JSON.",
+        description=_TRACE_DESCRIPTION,
         epilog=_TRACE_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -169,9 +228,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="print the spans as OTLP/JSON on standard output instead of the waterfalls",
     )
     trace.add_argument(
+        "--stream",
+        action="store_true",
+        help="print each body chunk as it arrives (offset, size, gap), then the waterfall",
+    )
+    trace.add_argument(
         "--otlp",
         metavar="ENDPOINT",
-        type=_http_url,
+        type=_otlp_endpoint,
         help="also export spans and metrics to this OTLP/HTTP receiver "
         "(for example http://localhost:4318)",
     )
@@ -181,7 +245,14 @@ def build_parser() -> argparse.ArgumentParser:
         default="spans",
         help="how connection phases are recorded (default: spans)",
     )
-    trace.add_argument(
+    trust = trace.add_mutually_exclusive_group()
+    trust.add_argument(
+        "--cacert",
+        metavar="FILE",
+        type=_ca_file,
+        help="trust the CA certificates in this PEM file (instead of the system's)",
+    )
+    trust.add_argument(
         "-k",
         "--insecure",
         action="store_true",
@@ -198,14 +269,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser(
         "demo",
         help="serve HTTP and HTTPS locally and trace a tour of requests",
-        description="Start HTTP and HTTPS servers on this machine (the HTTPS certificate comes "
-        "from a CA made in memory) and trace a tour: a new connection, keep-alive reuse, "
-        "waiting for a connection, a redirect chain, a streamed body and a failure.",
+        description=_DEMO_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     demo.add_argument(
         "--svg",
         metavar="PATH",
-        type=Path,
+        type=_svg_path,
         help="also save what is printed as an SVG picture",
     )
     return parser
@@ -244,7 +314,7 @@ def main(argv: Sequence[str] | None = None, *, console: Console | None = None) -
     Example:
 
     ```python
-    from aiohttp_otel.cli import main
+    from aiohttp_otel.console.cli import main
 
     status = main(["trace", "http://localhost:8080/", "--repeat", "2"])
     ```
@@ -261,7 +331,7 @@ def main(argv: Sequence[str] | None = None, *, console: Console | None = None) -
         return 2
     try:
         if args.command == "trace":
-            from ._trace_command import TraceOptions, run_trace
+            from .trace import TraceOptions, run_trace
 
             options = TraceOptions(
                 url=args.url,
@@ -274,10 +344,12 @@ def main(argv: Sequence[str] | None = None, *, console: Console | None = None) -
                 otlp=args.otlp,
                 phases=args.phases,
                 insecure=args.insecure,
+                cacert=args.cacert,
+                stream=args.stream,
                 timeout=args.timeout,
             )
             return run_trace(options, console)
-        from ._demo import run_demo
+        from .demo import run_demo
 
         return run_demo(console, svg_path=args.svg)
     except KeyboardInterrupt:

@@ -8,36 +8,41 @@ command: the process's global providers are left alone.
 from __future__ import annotations
 
 import asyncio
-import importlib
+import contextlib
 import itertools
 import json
+import ssl
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import cast
 
 import aiohttp
 from opentelemetry import trace
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
-from rich.console import Console
+from rich.console import Console, Group, RenderableType
+from rich.padding import Padding
 from rich.text import Text
 from yarl import URL
 
-from ._otlp_json import spans_to_otlp_json
-from ._trace_config import create_trace_config
-from ._version import __version__
-from ._waterfall_layout import format_bytes, format_duration
+from .._instrumentation import Instrumentation
+from .._trace_config import OtelTraceConfig, create_trace_config
+from .._version import __version__
+from .layout import format_bytes, format_duration
+from .otlp_export import OtlpExport
+from .otlp_json import spans_to_otlp_json
+from .stream import ChunkTimeline
 from .waterfall import WaterfallSpanExporter
 
 _SERVICE_NAME = "aiohttp-otel"
 _READ_SIZE = 64 * 1024
-# Bounds the wait for an OTLP receiver that is slow or gone, at the end of the run.
-_OTLP_TIMEOUT_S = 5
+_PROG = "aiohttp-otel"
 
 
 @dataclass(frozen=True)
@@ -54,7 +59,17 @@ class TraceOptions:
     otlp: str | None = None
     phases: str = "spans"
     insecure: bool = False
+    cacert: str | None = None
+    stream: bool = False
     timeout: float = 30.0
+
+    def tls(self) -> ssl.SSLContext | bool:
+        """What the connector verifies the server's certificate against."""
+        if self.insecure:
+            return False
+        if self.cacert is not None:
+            return ssl.create_default_context(cafile=self.cacert)
+        return True
 
 
 @dataclass(frozen=True)
@@ -72,15 +87,6 @@ class Outcome:
         return self.error is None and self.status is not None and self.status < 400
 
 
-def otlp_signal_endpoint(endpoint: str, signal: str) -> str:
-    """``http://host:4318`` (or that with a signal path already) -> ``.../v1/<signal>``."""
-    base = endpoint.rstrip("/")
-    for known in ("/v1/traces", "/v1/metrics"):
-        if base.endswith(known):
-            base = base[: -len(known)]
-    return f"{base}/v1/{signal}"
-
-
 class _Telemetry:
     """The command's own tracer and meter providers, and where their data goes."""
 
@@ -94,72 +100,95 @@ class _Telemetry:
         else:
             waterfall = WaterfallSpanExporter(console)
             self.tracer_provider.add_span_processor(SimpleSpanProcessor(waterfall))
-        readers = []
-        if options.otlp:
-            # Imported here: the OTLP exporter is optional, and the parser checked it is present.
-            traces = importlib.import_module(
-                "opentelemetry.exporter.otlp.proto.http.trace_exporter"
-            )
-            metrics = importlib.import_module(
-                "opentelemetry.exporter.otlp.proto.http.metric_exporter"
-            )
-            span_exporter = traces.OTLPSpanExporter(
-                endpoint=otlp_signal_endpoint(options.otlp, "traces"), timeout=_OTLP_TIMEOUT_S
-            )
-            self.tracer_provider.add_span_processor(BatchSpanProcessor(span_exporter))
-            metric_exporter = metrics.OTLPMetricExporter(
-                endpoint=otlp_signal_endpoint(options.otlp, "metrics"), timeout=_OTLP_TIMEOUT_S
-            )
-            # Exported once, at shutdown: the command is over in seconds.
-            readers.append(
-                PeriodicExportingMetricReader(metric_exporter, export_interval_millis=3_600_000)
-            )
+        readers: list[MetricReader] = []
+        self.otlp = OtlpExport(options.otlp) if options.otlp else None
+        if self.otlp is not None:
+            self.tracer_provider.add_span_processor(self.otlp.span_processor())
+            readers.append(self.otlp.metric_reader())
         self.meter_provider = MeterProvider(metric_readers=readers, resource=resource)
 
     def tracer(self) -> Tracer:
-        return self.tracer_provider.get_tracer("aiohttp_otel.cli", __version__)
+        return self.tracer_provider.get_tracer("aiohttp_otel.console", __version__)
+
+    def quiet(self) -> contextlib.AbstractContextManager[None]:
+        """While the run lasts, the OTLP exporters' log lines are kept off the terminal."""
+        return self.otlp.quiet() if self.otlp is not None else contextlib.nullcontext()
 
     def shutdown(self) -> None:
         self.tracer_provider.shutdown()
         self.meter_provider.shutdown()
 
 
-def _display_url(url: str) -> str:
-    parsed = URL(url)
-    return str(parsed.with_password("REDACTED")) if parsed.password else url
+def _fit_url(url: str, room: int) -> str:
+    """``url`` in at most ``room`` cells, its middle cut out: the host and the end of the
+    path say most about which request it was."""
+    if len(url) <= room or room < 20:
+        return url
+    head = (room - 1) * 3 // 5
+    return f"{url[:head]}…{url[len(url) - (room - 1 - head) :]}"
 
 
-def _summary(options: TraceOptions, outcome: Outcome, label: str, elapsed_ns: int) -> Text:
-    text = Text(no_wrap=False)
-    if label:
-        text.append(f"{label} ", style="dim")
-    text.append(f"{options.method} {_display_url(options.url)}", style="bold")
+def summary(
+    options: TraceOptions,
+    outcome: Outcome,
+    label: str,
+    elapsed_ns: int,
+    redaction: Instrumentation,
+    width: int,
+) -> RenderableType:
+    """One line that fits ``width``: the request, how it ended, its size and time; an
+    exception's message follows on lines of its own. URLs are redacted as in the spans."""
+    url = redaction.url_full(URL(options.url))
+    head = f"{label} " if label else ""
+    tail = Text()
+    message = ""
     if outcome.error is not None:
-        text.append(" ✗ ", style="bold red")
+        tail.append(" ✗ ", style="bold red")
         error = outcome.error
+        tail.append(type(error).__name__, style="red")
         # A timeout has no message: its class name says it all.
-        message = f": {error}" if str(error) else ""
-        text.append(f"{type(error).__name__}{message}", style="red")
+        message = redaction.scrub(str(error), (options.url,))
     else:
-        text.append(" → ")
+        tail.append(" → ")
         style = "green" if outcome.ok else "bold red"
-        text.append(f"{outcome.status} {outcome.reason}".rstrip(), style=style)
+        tail.append(f"{outcome.status} {outcome.reason}".rstrip(), style=style)
         if outcome.redirects:
             plural = "s" if outcome.redirects != 1 else ""
-            text.append(f" after {outcome.redirects} redirect{plural}")
-        text.append(f" · {format_bytes(outcome.size)}", style="dim")
-    text.append(f" · {format_duration(elapsed_ns)}", style="dim")
-    return text
+            tail.append(f" after {outcome.redirects} redirect{plural}")
+        tail.append(f" · {format_bytes(outcome.size)}", style="dim")
+    tail.append(f" · {format_duration(elapsed_ns)}", style="dim")
+    room = width - len(head) - len(options.method) - 1 - tail.cell_len
+    line = Text(no_wrap=True, overflow="ellipsis")
+    if head:
+        line.append(head, style="dim")
+    line.append(f"{options.method} {_fit_url(url, room)}", style="bold")
+    line.append_text(tail)
+    if not message:
+        return line
+    return Group(line, Padding(Text(message, style="red"), (0, 0, 0, 2), expand=False))
 
 
-async def _request(session: aiohttp.ClientSession, options: TraceOptions) -> Outcome:
+Report = Callable[[RenderableType], None]
+
+
+async def _request(
+    session: aiohttp.ClientSession, options: TraceOptions, stream: ChunkTimeline | None
+) -> Outcome:
     try:
         async with session.request(
             options.method, options.url, headers=list(options.headers), data=options.data
         ) as response:
             size = 0
-            async for chunk in response.content.iter_chunked(_READ_SIZE):
-                size += len(chunk)
+            if stream is None:
+                async for chunk in response.content.iter_chunked(_READ_SIZE):
+                    size += len(chunk)
+            else:
+                # iter_any hands over each chunk as it arrives, whatever its size.
+                stream.headers(response.status, response.reason or "")
+                async for chunk in response.content.iter_any():
+                    stream.chunk(len(chunk))
+                    size += len(chunk)
+                stream.done()
             return Outcome(
                 status=response.status,
                 reason=response.reason or "",
@@ -171,9 +200,7 @@ async def _request(session: aiohttp.ClientSession, options: TraceOptions) -> Out
 
 
 async def _trace_requests(
-    options: TraceOptions,
-    telemetry: _Telemetry,
-    report: Callable[[Text], None],
+    options: TraceOptions, telemetry: _Telemetry, report: Report, width: int
 ) -> list[Outcome]:
     tracer = telemetry.tracer()
     trace_config = create_trace_config(
@@ -181,19 +208,23 @@ async def _trace_requests(
         meter_provider=telemetry.meter_provider,
         phases=options.phases,
     )
+    # The summary lines redact URLs exactly as the spans do: the same compiled options.
+    redaction = cast(OtelTraceConfig, trace_config).instrumentation
     total = options.repeat * options.concurrency
     numbers: Iterator[int] = itertools.count(1)
-    connector = aiohttp.TCPConnector(ssl=not options.insecure)
+    connector = aiohttp.TCPConnector(ssl=options.tls())
     timeout = aiohttp.ClientTimeout(total=options.timeout)
 
     async def one(session: aiohttp.ClientSession) -> Outcome:
         number = next(numbers)
+        label = f"[{number}/{total}]" if total > 1 else ""
+        stream = ChunkTimeline(report, label) if options.stream else None
         started_ns = time.time_ns()
         name = f"request {number}" if total > 1 else "request"
         root = tracer.start_span(name, kind=SpanKind.INTERNAL, start_time=started_ns)
         try:
             with trace.use_span(root, end_on_exit=False):
-                outcome = await _request(session, options)
+                outcome = await _request(session, options, stream)
         except BaseException:
             root.end()
             raise
@@ -201,8 +232,7 @@ async def _trace_requests(
         if not outcome.ok:
             root.set_status(Status(StatusCode.ERROR))
         # The summary goes out first, so the waterfall drawn when the root ends sits under it.
-        label = f"[{number}/{total}]" if total > 1 else ""
-        report(_summary(options, outcome, label, ended_ns - started_ns))
+        report(summary(options, outcome, label, ended_ns - started_ns, redaction, width))
         root.end(end_time=ended_ns)
         return outcome
 
@@ -216,16 +246,35 @@ async def _trace_requests(
     return [outcome for run in runs for outcome in run]
 
 
+async def _run(
+    options: TraceOptions, telemetry: _Telemetry, report: Report, width: int
+) -> list[Outcome] | None:
+    if telemetry.otlp is not None and not await telemetry.otlp.reachable():
+        return None
+    return await _trace_requests(options, telemetry, report, width)
+
+
 def run_trace(options: TraceOptions, console: Console | None = None) -> int:
-    """Run ``aiohttp-otel trace``; return the exit status (0: every request succeeded)."""
+    """Run ``aiohttp-otel trace``; return the exit status (0: every request succeeded and,
+    with ``--otlp``, the export did too)."""
     console = console if console is not None else Console()
     # With --json, standard output carries only the JSON document.
     report_console = Console(stderr=True) if options.json else console
     telemetry = _Telemetry(options, console)
-    try:
-        outcomes = asyncio.run(_trace_requests(options, telemetry, report_console.print))
-    finally:
-        telemetry.shutdown()
+    with telemetry.quiet():
+        try:
+            outcomes = asyncio.run(
+                _run(options, telemetry, report_console.print, report_console.width)
+            )
+        finally:
+            telemetry.shutdown()
+    otlp = telemetry.otlp
+    if outcomes is None:
+        assert otlp is not None
+        report_console.print(
+            f"{_PROG}: --otlp: {otlp.problem()}; nothing was traced", style="red", soft_wrap=True
+        )
+        return 1
     if telemetry.collected is not None:
         spans = sorted(telemetry.collected.get_finished_spans(), key=lambda s: s.start_time or 0)
         console.out(json.dumps(spans_to_otlp_json(spans), indent=2), highlight=False)
@@ -235,4 +284,8 @@ def run_trace(options: TraceOptions, console: Console | None = None) -> int:
             f"{len(outcomes)} requests: {len(outcomes) - failed} succeeded, {failed} failed",
             style="bold red" if failed else "bold",
         )
+    if otlp is not None and otlp.failed():
+        # One line, whatever its length: a script reads it whole.
+        report_console.print(f"{_PROG}: --otlp: {otlp.problem()}", style="bold red", soft_wrap=True)
+        return 1
     return 1 if failed else 0
