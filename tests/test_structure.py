@@ -133,3 +133,32 @@ def test_a_missing_internal_is_named_in_one_warning(
     message = warnings[0].getMessage()
     assert "aiohttp.connector.BaseConnector._no_such_method" in message
     assert "aiohttp.no_such_module.Thing" in message
+
+
+def imports_of(path: Path) -> set[str]:
+    """Every top-level module a file imports, anywhere in it."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+def test_only_the_console_imports_rich_and_the_instrumentation_never_imports_the_console() -> None:
+    graph = import_graph()
+    console = "aiohttp_otel.console"
+    # The public waterfall path re-exports the console's exporter: it is part of the console.
+    console_side = {name for name in graph if name.startswith(console)} | {
+        "aiohttp_otel.waterfall",
+        "aiohttp_otel.__main__",
+    }
+    assert console in graph
+    for name, targets in graph.items():
+        if name not in console_side:
+            assert not {t for t in targets if t.startswith(console)}, name
+    for path in PACKAGE.rglob("*.py"):
+        if module_name(path) not in console_side:
+            assert "rich" not in imports_of(path), path.name
