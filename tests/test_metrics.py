@@ -12,6 +12,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.abc import AbstractResolver
+from opentelemetry.metrics import Histogram, Meter, MeterProvider
 
 from aiohttp_otel import AioHttpClientInstrumentor, _metrics
 
@@ -94,14 +95,30 @@ async def test_connection_and_dns_metrics_match_the_real_connections_and_lookups
 
 
 async def test_a_connection_is_active_while_a_body_is_being_read(
-    make_session: SessionFactory, http_server: Server, telemetry: Telemetry
+    make_session: SessionFactory, telemetry: Telemetry
 ) -> None:
-    session = make_session()
-    async with session.get(http_server.url("/slow?delay=0.05")) as response:
-        # Headers are in, the body too (small): the connection went back to the pool already
-        # or is about to; either way nothing is counted twice.
-        await response.read()
-    assert by_state(telemetry) == {"active": 0, "idle": 1}
+    release = asyncio.Event()
+
+    async def stream(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        await response.prepare(request)
+        await response.write(b"first")
+        await release.wait()
+        await response.write(b"last")
+        await response.write_eof()
+        return response
+
+    app = web.Application()
+    app.router.add_get("/stream", stream)
+    async with serve(app) as server:
+        session = make_session()
+        async with session.get(server.url("/stream")) as response:
+            # Mid-body: the server holds the rest back until we have looked.
+            assert await response.content.readexactly(5) == b"first"
+            assert by_state(telemetry) == {"active": 1, "idle": 0}
+            release.set()
+            assert await response.read() == b"last"
+        assert by_state(telemetry) == {"active": 0, "idle": 1}
     active = {p.value for p in points(telemetry, "http.client.active_requests")}
     assert active == {0}
 
@@ -262,3 +279,44 @@ async def test_a_thousand_sessions_share_one_set_of_instruments(
     assert len(built) == 1
     [duration] = points(telemetry, DURATION)
     assert duration.count == 3
+
+
+class NoBucketAdviceMeter:
+    """The SDK's meter as an OpenTelemetry API before 1.30 shapes it: ``create_histogram``
+    takes no ``explicit_bucket_boundaries_advisory``."""
+
+    def __init__(self, meter: Meter) -> None:
+        self._meter = meter
+
+    def create_histogram(self, name: str, unit: str = "", description: str = "") -> Histogram:
+        return self._meter.create_histogram(name, unit=unit, description=description)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._meter, name)
+
+
+class NoBucketAdviceMeterProvider(MeterProvider):
+    def __init__(self, sdk: MeterProvider) -> None:
+        self._sdk = sdk
+
+    def get_meter(self, *args: Any, **kwargs: Any) -> Any:
+        return NoBucketAdviceMeter(self._sdk.get_meter(*args, **kwargs))
+
+
+async def test_histograms_work_where_the_api_takes_no_bucket_advice(
+    make_session: SessionFactory,
+    http_server: Server,
+    telemetry: Telemetry,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    session = make_session(meter_provider=NoBucketAdviceMeterProvider(telemetry.meter_provider))
+    with caplog.at_level("WARNING", logger="aiohttp_otel"):
+        assert await fetch(session, http_server.url("/ok")) == (200, "ok")
+    assert [r for r in caplog.records if r.name == "aiohttp_otel"] == []
+    [duration] = points(telemetry, DURATION)
+    assert duration.count == 1
+    # The SDK's default buckets (milliseconds-sized): the advice never reached it.
+    assert list(duration.explicit_bounds) != list(_metrics.DURATION_BUCKETS_S)
+    [received] = points(telemetry, "http.client.response.body.size")
+    assert received.count == 1
+

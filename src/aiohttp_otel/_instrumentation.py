@@ -48,8 +48,13 @@ class Instrumentation:
             )
             self.instruments = Instruments(meter, dup=self.dup)
         except Exception as exc:
-            # A broken meter provider must not cost the traces (nor the request).
-            report_fault("the meter provider (metrics are off for this trace config)", exc)
+            # A broken meter provider (or an instrument it cannot make) must not cost the
+            # traces, nor the request: one warning, then no metrics from this trace config.
+            report_fault(
+                "creating the metric instruments",
+                exc,
+                "metrics are off for this trace config; tracing goes on",
+            )
             self.instruments = Instruments(NoOpMeter(SCOPE_NAME), dup=self.dup)
         self.methods = sc.MethodTable(options.known_methods)
         self.excluded_urls = options.excluded_urls

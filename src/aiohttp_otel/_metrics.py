@@ -88,7 +88,7 @@ class Instruments:
 
     def __init__(self, meter: Meter, *, dup: bool) -> None:
         def histogram(name: str, **kwargs: Any) -> SafeHistogram:
-            return SafeHistogram(meter.create_histogram(name, **kwargs))
+            return SafeHistogram(_create_histogram(meter, name, **kwargs))
 
         self.request_duration = histogram(
             "http.client.request.duration",
@@ -155,6 +155,18 @@ class Instruments:
         if self.old_duration is not None:
             old = {_OLD_METRIC_NAMES[k]: v for k, v in attributes.items() if k in _OLD_METRIC_NAMES}
             self.old_duration.record(elapsed_ns / 1e6, old)
+
+
+def _create_histogram(meter: Meter, name: str, **kwargs: Any) -> Histogram:
+    """A histogram with its advised buckets where the API takes them (1.30 and later)."""
+    try:
+        return meter.create_histogram(name, **kwargs)
+    except TypeError:
+        if "explicit_bucket_boundaries_advisory" not in kwargs:
+            raise
+    # An older API or meter: the SDK's default buckets (or the user's View) apply instead.
+    del kwargs["explicit_bucket_boundaries_advisory"]
+    return meter.create_histogram(name, **kwargs)
 
 
 def dns_error_type(exc: BaseException | None) -> str:

@@ -449,6 +449,9 @@ async def run_mixed_load(load: Load) -> None:
     active = metric_points(reader, "http.client.active_requests")
     assert active
     assert [p for p in active if p.value != 0] == []
+    # The connections were counted (a missing metric must not pass as "all back to 0"), in
+    # both states, and every count went back to 0.
+    assert {p.attributes["http.connection.state"] for p in open_connections} == {"active", "idle"}
     assert [p for p in open_connections if p.value != 0] == []
     assert _body._receiving == {}
     assert set(_diagnostics._reported) == reported_before
