@@ -13,6 +13,8 @@ import pytest
 from aiohttp import web
 from aiohttp.abc import AbstractResolver
 from opentelemetry.metrics import Histogram, Meter, MeterProvider
+from opentelemetry.sdk.trace import Span, SpanProcessor, TracerProvider
+from opentelemetry.trace import SpanKind
 
 from aiohttp_otel import AioHttpClientInstrumentor, _metrics
 
@@ -115,7 +117,7 @@ async def test_a_connection_is_active_while_a_body_is_being_read(
         async with session.get(server.url("/stream")) as response:
             # Mid-body: the server holds the rest back until we have looked.
             assert await response.content.readexactly(5) == b"first"
-            assert by_state(telemetry) == {"active": 1, "idle": 0}
+            assert by_state(telemetry) == {"active": 1}  # and never idle so far
             release.set()
             assert await response.read() == b"last"
         assert by_state(telemetry) == {"active": 0, "idle": 1}
@@ -320,3 +322,49 @@ async def test_histograms_work_where_the_api_takes_no_bucket_advice(
     [received] = points(telemetry, "http.client.response.body.size")
     assert received.count == 1
 
+
+async def test_a_connection_answered_with_connection_close_is_never_counted_idle(
+    make_session: SessionFactory, telemetry: Telemetry
+) -> None:
+    async def bye(request: web.Request) -> web.Response:
+        response = web.Response(text="bye")
+        response.force_close()  # "Connection: close"
+        return response
+
+    app = web.Application()
+    app.router.add_get("/bye", bye)
+    async with serve(app) as server:
+        session = make_session()
+        for _ in range(2):
+            async with session.get(server.url("/bye")) as response:
+                assert response.headers["Connection"] == "close"
+                assert await response.read() == b"bye"
+        for _ in range(100):  # the closes are counted when the loop runs connection_lost
+            if by_state(telemetry).get("active") == 0:
+                break
+            await asyncio.sleep(0.01)
+    # A state once counted keeps reporting (0 included): no "idle" series means never idle.
+    assert by_state(telemetry) == {"active": 0}
+    assert total_count(telemetry, "http.client.connection.duration") == 2
+
+
+class FailsOnPhaseStart(SpanProcessor):
+    """A span processor that raises when a phase (INTERNAL) span starts: a fault in the
+    middle of a request that was already counted active."""
+
+    def on_start(self, span: Span, parent_context: Any = None) -> None:
+        if span.kind is SpanKind.INTERNAL:
+            raise RuntimeError("processor fault")
+
+
+async def test_active_requests_go_back_to_zero_after_an_instrumentation_fault(
+    make_session: SessionFactory, http_server: Server, telemetry: Telemetry
+) -> None:
+    provider = TracerProvider()
+    provider.add_span_processor(FailsOnPhaseStart())
+    # A new connection each time: each request starts a phase span.
+    session = make_session(tracer_provider=provider, connector_kwargs={"force_close": True})
+    for _ in range(2):
+        assert await fetch(session, http_server.url("/ok")) == (200, "ok")
+    [active] = points(telemetry, "http.client.active_requests")
+    assert active.value == 0
