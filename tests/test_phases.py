@@ -248,13 +248,13 @@ async def test_new_https_connection_shows_setup_dns_connect_and_tls(
     for span in (request, setup, dns, connect, handshake):
         assert_unset(span)
 
-    # The phases follow each other and, together, are the setup.
+    # The phases follow each other, inside the setup (no ceiling on the gaps between them: a
+    # loaded machine makes them as long as it likes).
     assert setup.start_time <= dns.start_time  # type: ignore[operator]
     assert dns.end_time <= connect.start_time  # type: ignore[operator]
     assert connect.end_time <= handshake.start_time  # type: ignore[operator]
     assert handshake.end_time <= setup.end_time  # type: ignore[operator]
-    parts = duration(dns) + duration(connect) + duration(handshake)
-    assert abs(duration(setup) - parts) <= 1 * MS, (duration(setup), parts)
+    assert duration(dns) + duration(connect) + duration(handshake) <= duration(setup)
     assert setup.end_time < request.end_time  # type: ignore[operator]
 
     port = https_server.port
