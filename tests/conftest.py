@@ -69,6 +69,21 @@ class _UvloopPlugin:
         return {"uvloop": uvloop.new_event_loop}
 
 
+#: What the closing line counts: passed and failed always, the others when there are any.
+RESULT_KINDS = ("passed", "failed", "skipped", "error", "xfailed", "xpassed")
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Under tox, one line that names the env beside its counts: `tox p` prints every env's
+    output, and this is how a reader of CI's log tells which summary is whose."""
+    env = os.environ.get("TOX_ENV_NAME")
+    if not env:
+        return
+    counts = [(kind, len(terminalreporter.stats.get(kind, ()))) for kind in RESULT_KINDS]
+    shown = [f"{n} {kind}" for kind, n in counts if n or kind in ("passed", "failed")]
+    terminalreporter.write_line(f"{env}: {', '.join(shown)}")
+
+
 def pytest_configure(config: pytest.Config) -> None:
     if LOOP == "uvloop":
         config.pluginmanager.register(_UvloopPlugin(), "aiohttp-otel-uvloop")
