@@ -10,6 +10,8 @@ import asyncio
 import configparser
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -64,3 +66,12 @@ def test_pyproject_and_tox_agree_on_every_floor() -> None:
 @pytest.mark.parametrize("distribution", sorted(lower_bounds()))
 def test_the_floor_env_runs_on_the_lower_bounds(distribution: str) -> None:
     assert installed(distribution) == lower_bounds()[distribution]
+
+
+def test_importing_the_package_needs_no_pkg_resources() -> None:
+    """setuptools 82 removed ``pkg_resources``; a fresh venv may have no setuptools at all."""
+    blocked = "import sys; sys.modules['pkg_resources'] = None; import aiohttp_otel"
+    result = subprocess.run(
+        [sys.executable, "-c", blocked], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
