@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.metadata
 import json
 import os
 import socket
@@ -29,8 +30,68 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from packaging.version import Version
 
 from aiohttp_otel import _diagnostics, create_trace_config
+
+# -- versions --------------------------------------------------------------------------------
+
+
+def installed(distribution: str) -> Version:
+    return Version(importlib.metadata.version(distribution))
+
+
+def requires(distribution: str, version: str) -> pytest.MarkDecorator:
+    """Skip a test where ``distribution`` is older than ``version``: the floor env installs
+    every dependency at its lower bound, and a test must not need more than that."""
+    have = installed(distribution)
+    return pytest.mark.skipif(
+        have < Version(version), reason=f"needs {distribution} {version} or later (has {have})"
+    )
+
+
+# -- event loops -----------------------------------------------------------------------------
+
+#: ``uvloop`` in the uvloop tox env: every test then runs on a uvloop loop.
+LOOP = os.environ.get("AIOHTTP_OTEL_LOOP", "asyncio")
+#: Tests kept on asyncio's loop even then: the examples fork subprocesses, and a child forked
+#: by uvloop can hang in the SDK's MeterProvider at-fork handler (not this package's code).
+ASYNCIO_ONLY = ("test_examples.py",)
+
+
+class _UvloopPlugin:
+    @pytest.hookimpl
+    def pytest_asyncio_loop_factories(
+        self, config: pytest.Config, item: pytest.Item
+    ) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+        import uvloop
+
+        if item.path.name in ASYNCIO_ONLY:
+            return {"asyncio": asyncio.new_event_loop}
+        return {"uvloop": uvloop.new_event_loop}
+
+
+#: What the closing line counts: passed and failed always, the others when there are any.
+RESULT_KINDS = ("passed", "failed", "skipped", "error", "xfailed", "xpassed")
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Under tox, one line that names the env beside its counts: `tox p` prints every env's
+    output, and this is how a reader of CI's log tells which summary is whose."""
+    env = os.environ.get("TOX_ENV_NAME")
+    if not env:
+        return
+    counts = [(kind, len(terminalreporter.stats.get(kind, ()))) for kind in RESULT_KINDS]
+    shown = [f"{n} {kind}" for kind, n in counts if n or kind in ("passed", "failed")]
+    terminalreporter.write_line(f"{env}: {', '.join(shown)}")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if LOOP == "uvloop":
+        config.pluginmanager.register(_UvloopPlugin(), "aiohttp-otel-uvloop")
+    elif LOOP != "asyncio":
+        raise pytest.UsageError(f"AIOHTTP_OTEL_LOOP={LOOP!r}: expected 'asyncio' or 'uvloop'")
+
 
 # -- telemetry -------------------------------------------------------------------------------
 

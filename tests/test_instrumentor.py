@@ -39,7 +39,7 @@ from aiohttp_otel._coexistence import is_official
 from aiohttp_otel._options import parse_options
 from aiohttp_otel._trace_config import OtelTraceConfig
 
-from .conftest import Server, Telemetry, Tls, echoed_headers, fetch
+from .conftest import Server, Telemetry, Tls, echoed_headers, fetch, requires
 
 SCOPE = "aiohttp_otel"
 OFFICIAL_SCOPE = "opentelemetry.instrumentation.aiohttp_client"
@@ -393,6 +393,8 @@ async def test_with_the_official_instrumentor_each_request_has_one_span(
     assert COEXISTENCE_WARNING in warnings[0].getMessage()
 
 
+# The official create_trace_config takes meter_provider= from 0.55b0 on.
+@requires("opentelemetry-instrumentation-aiohttp-client", "0.55b0")
 @pytest.mark.parametrize("official_first", [True, False], ids=["official-first", "ours-first"])
 async def test_a_session_built_with_both_trace_configs_drops_the_official_one(
     official_first: bool,

@@ -180,13 +180,18 @@ async def test_a_streamed_body_keeps_the_span_open_until_its_last_chunk(
     """5 chunks of 1000 bytes, 50 ms apart: the span covers the whole download."""
     session = new_session(make_session)
     received = []
+    arrivals = []
     async with session.get(stream_server.url("/stream?n=5&size=1000&pause=0.05")) as response:
         async for chunk in response.content.iter_chunked(1000):
             received.append(chunk)
+            arrivals.append(time_ns())
     assert b"".join(received) == b"x" * 5000
 
     span = telemetry.only_span()
-    assert duration_s(span) >= 0.2
+    # At least as long as the caller saw the body take (a bound it measured, not the pauses).
+    assert span.end_time is not None
+    assert span.start_time is not None
+    assert span.end_time - span.start_time >= arrivals[-1] - arrivals[0] > 0
     sizes, offsets = sizes_and_offsets(span)
     assert len(sizes) >= 5
     assert sum(sizes) == 5000
@@ -210,7 +215,6 @@ async def test_span_end_headers_ends_the_same_request_at_its_headers(
     assert body == b"x" * 5000
 
     span = telemetry.only_span()
-    assert duration_s(span) < 0.05
     assert chunk_events(span) == []
     assert span.end_time == headers_time(span)
     # Only what had arrived with the headers could be counted.
@@ -229,7 +233,7 @@ async def test_span_end_headers_from_the_environment(
         assert is_exported(telemetry)
         await response.read()
     span = telemetry.only_span()
-    assert duration_s(span) < 0.05
+    assert span.end_time == headers_time(span)
     assert chunk_events(span) == []
 
 
@@ -297,7 +301,6 @@ async def test_the_span_ends_when_the_response_is_let_go_before_its_body_ends(
     span = telemetry.only_span()
     assert span.end_time is not None
     assert span.end_time <= let_go
-    assert duration_s(span) < 0.2
     assert span.status.status_code is StatusCode.UNSET
     assert "error.type" not in attrs(span)
     assert [e.name for e in span.events if e.name == "exception"] == []
@@ -347,7 +350,6 @@ async def test_bodiless_responses_end_at_their_headers(
 
     span = telemetry.only_span()
     assert span.end_time == headers_time(span)
-    assert duration_s(span) < 0.05
     assert chunk_events(span) == []
     assert attrs(span)["http.response.status_code"] == status
     # The code records the size it sees: nothing.
@@ -624,16 +626,18 @@ async def test_the_duration_metric_is_the_span_duration(
     (point,) = telemetry.metric_points("http.client.request.duration")
     assert point.count == 1
     assert point.sum == pytest.approx(duration_s(span), abs=1e-6)
+    # Ordering, not seconds: the span (and so the point) ends at the last chunk or at the head.
+    assert span.end_time is not None
     if span_end == "body":
-        assert point.sum >= 0.15
+        assert span.end_time >= chunk_events(span)[-1].timestamp
     else:
-        assert point.sum < 0.05
+        assert span.end_time == headers_time(span)
 
 
 # -- redirects ---------------------------------------------------------------------------------
 
 
-async def test_each_redirect_hop_ends_when_the_next_starts_and_the_last_at_its_body_end(
+async def test_each_redirect_hop_ends_before_the_next_starts_and_the_last_at_its_body_end(
     make_session: SessionFactory, stream_server: Server, telemetry: Telemetry
 ) -> None:
     session = new_session(make_session)
@@ -647,10 +651,13 @@ async def test_each_redirect_hop_ends_when_the_next_starts_and_the_last_at_its_b
         assert hop.end_time is not None
         assert following.start_time is not None
         assert hop.end_time <= following.start_time
-        assert following.start_time - hop.end_time < 50_000_000
         assert chunk_events(hop) == []
     final = hops[-1]
-    assert duration_s(final) >= 0.1
+    # The body came in over time (the server pauses between chunks), and the span covers it:
+    # ordering, not a duration, which a loop's timer rounding can shave below the pauses.
+    final_chunks = chunk_events(final)
+    assert final.start_time is not None
+    assert final.start_time < final_chunks[0].timestamp < final_chunks[-1].timestamp
     assert final.end_time is not None
     assert final.end_time >= chunk_events(final)[-1].timestamp
     assert final.end_time <= read_done

@@ -13,6 +13,9 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.abc import AbstractResolver
+from opentelemetry.metrics import Histogram, Meter, MeterProvider
+from opentelemetry.sdk.trace import Span, SpanProcessor, TracerProvider
+from opentelemetry.trace import SpanKind
 
 from aiohttp_otel import AioHttpClientInstrumentor, _metrics
 
@@ -104,14 +107,30 @@ async def test_connection_and_dns_metrics_match_the_real_connections_and_lookups
 
 
 async def test_a_connection_is_active_while_a_body_is_being_read(
-    make_session: SessionFactory, http_server: Server, telemetry: Telemetry
+    make_session: SessionFactory, telemetry: Telemetry
 ) -> None:
-    session = make_session()
-    async with session.get(http_server.url("/slow?delay=0.05")) as response:
-        # Headers are in, the body too (small): the connection went back to the pool already
-        # or is about to; either way nothing is counted twice.
-        await response.read()
-    assert by_state(telemetry) == {"active": 0, "idle": 1}
+    release = asyncio.Event()
+
+    async def stream(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        await response.prepare(request)
+        await response.write(b"first")
+        await release.wait()
+        await response.write(b"last")
+        await response.write_eof()
+        return response
+
+    app = web.Application()
+    app.router.add_get("/stream", stream)
+    async with serve(app) as server:
+        session = make_session()
+        async with session.get(server.url("/stream")) as response:
+            # Mid-body: the server holds the rest back until we have looked.
+            assert await response.content.readexactly(5) == b"first"
+            assert by_state(telemetry) == {"active": 1}  # and never idle so far
+            release.set()
+            assert await response.read() == b"last"
+        assert by_state(telemetry) == {"active": 0, "idle": 1}
     active = {p.value for p in points(telemetry, "http.client.active_requests")}
     assert active == {0}
 
@@ -392,3 +411,90 @@ async def test_the_readme_quick_start_exports_both_counts(sdk: str, http_server:
     assert counts.get("http.client.request.duration") == 1, out
     assert counts.get("http.client.active_requests") == 1, out
     assert counts.get("http.client.open_connections") == 2, out  # active and idle
+
+
+class NoBucketAdviceMeter:
+    """The SDK's meter as an OpenTelemetry API before 1.30 shapes it: ``create_histogram``
+    takes no ``explicit_bucket_boundaries_advisory``."""
+
+    def __init__(self, meter: Meter) -> None:
+        self._meter = meter
+
+    def create_histogram(self, name: str, unit: str = "", description: str = "") -> Histogram:
+        return self._meter.create_histogram(name, unit=unit, description=description)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._meter, name)
+
+
+class NoBucketAdviceMeterProvider(MeterProvider):
+    def __init__(self, sdk: MeterProvider) -> None:
+        self._sdk = sdk
+
+    def get_meter(self, *args: Any, **kwargs: Any) -> Any:
+        return NoBucketAdviceMeter(self._sdk.get_meter(*args, **kwargs))
+
+
+async def test_histograms_work_where_the_api_takes_no_bucket_advice(
+    make_session: SessionFactory,
+    http_server: Server,
+    telemetry: Telemetry,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    session = make_session(meter_provider=NoBucketAdviceMeterProvider(telemetry.meter_provider))
+    with caplog.at_level("WARNING", logger="aiohttp_otel"):
+        assert await fetch(session, http_server.url("/ok")) == (200, "ok")
+    assert [r for r in caplog.records if r.name == "aiohttp_otel"] == []
+    [duration] = points(telemetry, DURATION)
+    assert duration.count == 1
+    # The SDK's default buckets (milliseconds-sized): the advice never reached it.
+    assert list(duration.explicit_bounds) != list(_metrics.DURATION_BUCKETS_S)
+    [received] = points(telemetry, "http.client.response.body.size")
+    assert received.count == 1
+
+
+async def test_a_connection_answered_with_connection_close_is_never_counted_idle(
+    make_session: SessionFactory, telemetry: Telemetry
+) -> None:
+    async def bye(request: web.Request) -> web.Response:
+        response = web.Response(text="bye")
+        response.force_close()  # "Connection: close"
+        return response
+
+    app = web.Application()
+    app.router.add_get("/bye", bye)
+    async with serve(app) as server:
+        session = make_session()
+        for _ in range(2):
+            async with session.get(server.url("/bye")) as response:
+                assert response.headers["Connection"] == "close"
+                assert await response.read() == b"bye"
+        for _ in range(100):  # the closes are counted when the loop runs connection_lost
+            if by_state(telemetry).get("active") == 0:
+                break
+            await asyncio.sleep(0.01)
+    # A state once counted keeps reporting (0 included): no "idle" series means never idle.
+    assert by_state(telemetry) == {"active": 0}
+    assert total_count(telemetry, "http.client.connection.duration") == 2
+
+
+class FailsOnPhaseStart(SpanProcessor):
+    """A span processor that raises when a phase (INTERNAL) span starts: a fault in the
+    middle of a request that was already counted active."""
+
+    def on_start(self, span: Span, parent_context: Any = None) -> None:
+        if span.kind is SpanKind.INTERNAL:
+            raise RuntimeError("processor fault")
+
+
+async def test_active_requests_go_back_to_zero_after_an_instrumentation_fault(
+    make_session: SessionFactory, http_server: Server, telemetry: Telemetry
+) -> None:
+    provider = TracerProvider()
+    provider.add_span_processor(FailsOnPhaseStart())
+    # A new connection each time: each request starts a phase span.
+    session = make_session(tracer_provider=provider, connector_kwargs={"force_close": True})
+    for _ in range(2):
+        assert await fetch(session, http_server.url("/ok")) == (200, "ok")
+    [active] = points(telemetry, "http.client.active_requests")
+    assert active.value == 0

@@ -116,6 +116,21 @@ def all_metric_points(telemetry: Telemetry) -> list[tuple[str, Any]]:
             ["known_methods", "list of strings"],
             id="known_methods-not-a-list",
         ),
+        pytest.param(
+            {"phases": "sometimes"},
+            ["phases", "'sometimes'", "spans, events, off", "'spans'"],
+            id="phases-unknown",
+        ),
+        pytest.param(
+            {"span_end": "later"},
+            ["span_end", "'later'", "body, headers", "'body'"],
+            id="span_end-unknown",
+        ),
+        pytest.param(
+            {"chunk_events": "maybe"},
+            ["chunk_events", "'maybe'", "true or false", "True"],
+            id="chunk_events-not-a-flag",
+        ),
     ],
 )
 async def test_a_bad_keyword_warns_once_and_the_request_is_traced_with_the_default(
@@ -412,6 +427,22 @@ async def test_excluded_urls_keyword_wins_over_the_env_vars(
     await fetch(session, http_server.url("/ok"))
 
     assert [attrs(s)["url.full"] for s in telemetry.spans()] == [http_server.url("/ok")]
+
+
+@pytest.mark.parametrize("variable", [ENV_EXCLUDED, ENV_EXCLUDED_GENERIC])
+async def test_an_explicit_empty_excluded_urls_wins_over_the_env_vars(
+    make_session: SessionFactory,
+    http_server: Server,
+    telemetry: Telemetry,
+    monkeypatch: pytest.MonkeyPatch,
+    variable: str,
+) -> None:
+    """``excluded_urls=[]`` means "exclude nothing", not "not given"."""
+    monkeypatch.setenv(variable, "/ok")
+    session = make_session(excluded_urls=[])
+    await fetch(session, http_server.url("/ok"))
+
+    assert [attrs(s)["url.full"] for s in telemetry.client_spans()] == [http_server.url("/ok")]
 
 
 async def test_generic_excluded_urls_is_the_fallback(

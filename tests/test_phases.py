@@ -31,6 +31,8 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode
 
+from aiohttp_otel import create_trace_config
+
 from .conftest import (
     Server,
     SessionFactory,
@@ -161,8 +163,10 @@ class SlowResolver(AbstractResolver):
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
     ) -> list[ResolveResult]:
         self.calls += 1
+        self.began_ns = time_ns()
         self.entered.set()
         await asyncio.sleep(self.delay)
+        self.ended_ns = time_ns()
         self.finished += 1
         if self.error is not None:
             raise self.error
@@ -244,13 +248,13 @@ async def test_new_https_connection_shows_setup_dns_connect_and_tls(
     for span in (request, setup, dns, connect, handshake):
         assert_unset(span)
 
-    # The phases follow each other and, together, are the setup.
+    # The phases follow each other, inside the setup (no ceiling on the gaps between them: a
+    # loaded machine makes them as long as it likes).
     assert setup.start_time <= dns.start_time  # type: ignore[operator]
     assert dns.end_time <= connect.start_time  # type: ignore[operator]
     assert connect.end_time <= handshake.start_time  # type: ignore[operator]
     assert handshake.end_time <= setup.end_time  # type: ignore[operator]
-    parts = duration(dns) + duration(connect) + duration(handshake)
-    assert abs(duration(setup) - parts) <= 1 * MS, (duration(setup), parts)
+    assert duration(dns) + duration(connect) + duration(handshake) <= duration(setup)
     assert setup.end_time < request.end_time  # type: ignore[operator]
 
     port = https_server.port
@@ -953,3 +957,59 @@ async def test_a_redirect_to_another_host_sets_up_a_new_connection(
     assert attrs(second_setup).get("aiohttp.dns.cache_hit") is None
     assert second.links == ()
     assert first.end_time <= second_setup.start_time  # type: ignore[operator]
+
+
+# -- handlers after ours ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("signal", "phases"),
+    [
+        ("on_dns_resolvehost_end", (DNS,)),
+        ("on_connection_create_end", (SETUP, DNS, CONNECT)),
+    ],
+)
+async def test_a_phase_keeps_its_end_when_the_handlers_after_ours_are_slow(
+    http_server: Server, telemetry: Telemetry, signal: str, phases: tuple[str, ...]
+) -> None:
+    """A second TraceConfig, after ours, takes 50 ms over the signal that ends the phase."""
+    marks: list[int] = []
+
+    async def slow(session: Any, context: Any, params: Any) -> None:
+        marks.append(time_ns())
+        await asyncio.sleep(0.05)
+
+    slow_config = aiohttp.TraceConfig()
+    getattr(slow_config, signal).append(slow)
+    ours = create_trace_config(
+        tracer_provider=telemetry.tracer_provider, meter_provider=telemetry.meter_provider
+    )
+    async with aiohttp.ClientSession(trace_configs=[ours, slow_config]) as session:
+        assert await fetch(session, http_server.url()) == (200, "ok")
+
+    assert telemetry.tree() == [(0, GET), (1, SETUP), (2, DNS), (2, CONNECT)]
+    [slow_began] = marks
+    for name in phases:
+        [span] = named(telemetry.spans(), name)
+        assert span.end_time is not None
+        assert span.end_time <= slow_began, f"{name} ended after the slow handler began"
+
+
+async def test_a_lookup_that_outlives_its_cancelled_request_is_measured_without_an_error(
+    make_session: SessionFactory, http_server: Server, telemetry: Telemetry
+) -> None:
+    resolver = SlowResolver(delay=0.1)
+    session = make_session(connector_kwargs={"resolver": resolver})
+    task = asyncio.create_task(fetch(session, http_server.url()))
+    await asyncio.wait_for(resolver.entered.wait(), 2)
+    await cancelled(task)
+    # Not measured yet: the lookup is still running, and its request's cancel is no error.
+    assert telemetry.metric_points("dns.lookup.duration") == []
+
+    # aiohttp signals the lookup's end just after the resolver returns.
+    await until(lambda: telemetry.metric_points("dns.lookup.duration") != [])
+    [point] = telemetry.metric_points("dns.lookup.duration")
+    assert dict(point.attributes) == {"dns.question.name": "localhost"}
+    assert point.count == 1
+    # The whole lookup, not the part its request lived for: at least what the resolver took.
+    assert point.sum >= (resolver.ended_ns - resolver.began_ns) / 1e9

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import socket
 import string
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
+import aiohttp.abc
 import pytest
 from aiohttp import web
 from hypothesis import given
@@ -28,6 +31,10 @@ DEFAULT_KEYS = (
 )
 
 redact = UrlRedactor(DEFAULT_SENSITIVE_QUERY_PARAMS)
+
+#: A password with a raw "@", as text that never went through yarl's encoding carries it: a
+#: captured Location or Referer, a url_filter's output, an exception's message.
+RAW_AT = "http://u:p@ss@host/"
 
 
 def test_the_default_key_list_is_the_documented_one() -> None:
@@ -64,6 +71,7 @@ def test_the_default_key_list_is_the_documented_one() -> None:
             "http://REDACTED:REDACTED@host/a@b?c=d@e",
             id="userinfo-and-at-in-path-and-query",
         ),
+        pytest.param(RAW_AT, "http://REDACTED:REDACTED@host/", id="raw-at-in-the-password"),
     ],
 )
 def test_credentials_become_redacted_redacted(url: str, expected: str) -> None:
@@ -287,7 +295,9 @@ async def test_url_filter_runs_first_and_its_result_is_redacted(
     def url_filter(url: URL) -> str:
         seen.append(url)
         # Drops "color" and adds a signature: what the filter adds is redacted too.
-        return str(url.without_query_params("color").extend_query(Signature="from-filter"))
+        # yarl 1.7's API (the floor): no without_query_params (1.10) nor extend_query (1.9).
+        query = [(k, v) for k, v in url.query.items() if k != "color"]
+        return str(url.with_query([*query, ("Signature", "from-filter")]))
 
     session = make_session(url_filter=url_filter)
     url = _with_userinfo(echo_server, "/echo?color=blue&sig=xyz&size=2")
@@ -305,7 +315,8 @@ async def test_url_filter_runs_first_and_its_result_is_redacted(
 async def test_url_filter_returning_a_url_object_is_redacted(
     make_session: SessionFactory, http_server: Server, telemetry: Telemetry
 ) -> None:
-    session = make_session(url_filter=lambda url: url.with_path("/filtered", keep_query=True))
+    # with_path(keep_query=True) would need yarl 1.18; the floor is 1.7.
+    session = make_session(url_filter=lambda url: url.with_path("/filtered").with_query(url.query))
     await fetch(session, _with_userinfo(http_server, "/ok?sig=xyz"))
 
     assert attrs(telemetry.only_span())["url.full"] == _redacted(
@@ -391,3 +402,74 @@ async def test_an_exception_quoting_the_url_leaks_no_secret(
     assert "sig=REDACTED" in texts[0]
     assert "X-Amz-Signature=REDACTED" in texts[1]
     assert event.attributes["exception.type"] == "aiohttp.client_exceptions.TooManyRedirects"
+
+
+# -- a raw "@" in a password, in text that reaches redaction unencoded ------------------------
+
+
+def assert_no_password(text: str) -> None:
+    assert "p@ss" not in text
+    assert "ss@" not in text
+    assert "REDACTED:REDACTED@" in text
+
+
+async def test_a_captured_location_keeps_no_password_with_a_raw_at(
+    make_session: SessionFactory, telemetry: Telemetry
+) -> None:
+    async def moved(request: web.Request) -> web.Response:
+        return web.Response(status=302, headers={"Location": RAW_AT})
+
+    app = web.Application()
+    app.router.add_get("/moved", moved)
+    async with serve(app) as server:
+        session = make_session(captured_response_headers=["location"])
+        async with session.get(server.url("/moved"), allow_redirects=False) as response:
+            assert response.headers["Location"] == RAW_AT  # the caller sees it untouched
+    [location] = attrs(telemetry.only_span())["http.response.header.location"]
+    assert location == "http://REDACTED:REDACTED@host/"
+
+
+async def test_a_captured_referer_keeps_no_password_with_a_raw_at(
+    make_session: SessionFactory, echo_server: Server, telemetry: Telemetry
+) -> None:
+    session = make_session(captured_request_headers=["referer"])
+    await fetch(session, echo_server.url("/echo"), headers={"Referer": RAW_AT})
+    [referer] = attrs(telemetry.only_span())["http.request.header.referer"]
+    assert referer == "http://REDACTED:REDACTED@host/"
+
+
+async def test_url_filter_output_keeps_no_password_with_a_raw_at(
+    make_session: SessionFactory, echo_server: Server, telemetry: Telemetry
+) -> None:
+    session = make_session(url_filter=lambda url: RAW_AT)
+    await fetch(session, echo_server.url("/echo"))
+    assert attrs(telemetry.only_span())["url.full"] == "http://REDACTED:REDACTED@host/"
+
+
+class QuotingResolver(aiohttp.abc.AbstractResolver):
+    """Fails every lookup with a message that quotes a URL as text, raw "@" and all."""
+
+    async def resolve(self, host: str, port: int = 0, family: int = 0) -> list[Any]:
+        raise OSError(socket.EAI_FAIL, f"no route to {RAW_AT} today")
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_exception_text_keeps_no_password_with_a_raw_at(
+    make_session: SessionFactory, telemetry: Telemetry
+) -> None:
+    session = make_session(connector_kwargs={"resolver": QuotingResolver()})
+    with pytest.raises(aiohttp.ClientConnectorError) as raised:
+        await fetch(session, "http://quoting.test:1/")
+    assert RAW_AT in str(raised.value)  # the caller's exception is untouched
+
+    span = telemetry.only_span()
+    [event] = [e for e in span.events if e.name == "exception"]
+    assert event.attributes is not None
+    for text in (
+        str(event.attributes["exception.message"]),
+        str(event.attributes["exception.stacktrace"]),
+        span.status.description or "",
+    ):
+        assert_no_password(text)

@@ -7,17 +7,22 @@ import asyncio
 import contextlib
 import itertools
 from collections.abc import AsyncIterator
+from time import time_ns
+from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import web
 from opentelemetry.trace import StatusCode
 
+from aiohttp_otel import create_trace_config
+
 from .conftest import (
     Server,
     SessionFactory,
     Telemetry,
     attrs,
+    closed_port,
     echoed_headers,
     fetch,
     parse_traceparent,
@@ -215,3 +220,66 @@ async def test_redirect_hop_headers_reach_the_server(
     trace_id, span_id = parse_traceparent(echoed_headers(body)["traceparent"])
     final = telemetry.client_spans()[-1]
     assert (trace_id, span_id) == span_ids(final)
+
+
+async def test_a_redirected_hop_ends_when_its_response_arrived_not_when_the_next_starts(
+    http_server: Server, telemetry: Telemetry
+) -> None:
+    """A second TraceConfig, after ours, takes 50 ms over each redirect."""
+    marks: list[int] = []
+
+    async def slow(session: Any, context: Any, params: Any) -> None:
+        marks.append(time_ns())
+        await asyncio.sleep(0.05)
+        marks.append(time_ns())
+
+    slow_config = aiohttp.TraceConfig()
+    slow_config.on_request_redirect.append(slow)
+    ours = create_trace_config(
+        tracer_provider=telemetry.tracer_provider, meter_provider=telemetry.meter_provider
+    )
+    async with aiohttp.ClientSession(trace_configs=[ours, slow_config]) as session:
+        assert await fetch(session, http_server.url("/redirect/1")) == (200, "ok")
+
+    first, second = telemetry.client_spans()
+    assert attrs(first)["http.response.status_code"] == 302
+    slow_began, slow_done = marks
+    assert first.end_time is not None
+    assert second.start_time is not None
+    assert first.end_time <= slow_began
+    assert slow_done <= second.start_time
+
+
+@pytest.mark.parametrize(("code", "method"), [(301, "GET"), (302, "GET"), (307, "POST")])
+async def test_a_redirected_post_whose_next_hop_fails_before_sending_has_the_next_method(
+    make_session: SessionFactory, telemetry: Telemetry, code: int, method: str
+) -> None:
+    """aiohttp turns a POST answered by 301 or 302 into a GET (307 keeps it a POST); a next
+    hop that never sends its headers is still named and recorded with the method it had."""
+    dead = closed_port()
+
+    async def moved(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(status=code, headers={"Location": f"http://127.0.0.1:{dead}/next"})
+
+    app = web.Application()
+    app.router.add_post("/moved", moved)
+    async with serve(app) as server:
+        session = make_session()
+        with pytest.raises(aiohttp.ClientConnectorError):
+            await fetch(session, server.url("/moved"), "POST", data=b"form")
+
+    first, second = telemetry.client_spans()
+    assert (first.name, attrs(first)["http.request.method"]) == ("POST", "POST")
+    assert attrs(first)["http.response.status_code"] == code
+    assert (second.name, attrs(second)["http.request.method"]) == (method, method)
+    assert attrs(second)["url.full"] == f"http://127.0.0.1:{dead}/next"
+    assert attrs(second)["error.type"] == "aiohttp.client_exceptions.ClientConnectorError"
+    recorded = {
+        (p.attributes["http.request.method"], p.attributes.get("error.type"))
+        for p in telemetry.metric_points("http.client.request.duration")
+    }
+    assert recorded == {
+        ("POST", None),
+        (method, "aiohttp.client_exceptions.ClientConnectorError"),
+    }

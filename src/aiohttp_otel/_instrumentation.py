@@ -50,8 +50,13 @@ class Instrumentation:
                 meter, dup=self.dup, meter_provider=options.meter_provider
             )
         except Exception as exc:
-            # A broken meter provider must not cost the traces (nor the request).
-            report_fault("the meter provider (metrics are off for this trace config)", exc)
+            # A broken meter provider (or an instrument it cannot make) must not cost the
+            # traces, nor the request: one warning, then no metrics from this trace config.
+            report_fault(
+                "creating the metric instruments",
+                exc,
+                "metrics are off for this trace config; tracing goes on",
+            )
             # Its own no-op provider: the counts must not land on the global provider's.
             self.instruments = Instruments(
                 NoOpMeter(SCOPE_NAME), dup=self.dup, meter_provider=NoOpMeterProvider()

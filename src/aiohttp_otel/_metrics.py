@@ -109,7 +109,7 @@ class Instruments:
         self, meter: Meter, *, dup: bool, meter_provider: MeterProvider | None = None
     ) -> None:
         def histogram(name: str, **kwargs: Any) -> SafeHistogram:
-            return SafeHistogram(meter.create_histogram(name, **kwargs))
+            return SafeHistogram(_create_histogram(meter, name, **kwargs))
 
         self.request_duration = histogram(
             "http.client.request.duration",
@@ -219,6 +219,18 @@ def shared_counts(meter: Meter, meter_provider: MeterProvider | None) -> tuple[T
 
 def _pair(counts: _Counts) -> tuple[Tally, Tally]:
     return counts.active_requests, counts.open_connections
+
+
+def _create_histogram(meter: Meter, name: str, **kwargs: Any) -> Histogram:
+    """A histogram with its advised buckets where the API takes them (1.30 and later)."""
+    try:
+        return meter.create_histogram(name, **kwargs)
+    except TypeError:
+        if "explicit_bucket_boundaries_advisory" not in kwargs:
+            raise
+    # An older API or meter: the SDK's default buckets (or the user's View) apply instead.
+    del kwargs["explicit_bucket_boundaries_advisory"]
+    return meter.create_histogram(name, **kwargs)
 
 
 def dns_error_type(exc: BaseException | None) -> str:

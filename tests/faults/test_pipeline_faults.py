@@ -339,9 +339,22 @@ class RaisingInstrumentsMeterProvider(MeterProvider):
         return RaisingInstrumentsMeter(name)
 
 
+class NoHistogramsMeter(NoOpMeter):
+    """Cannot make a histogram at all, with or without bucket advice."""
+
+    def create_histogram(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(f"no histogram {name} for you")
+
+
+class NoHistogramsMeterProvider(MeterProvider):
+    def get_meter(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        return NoHistogramsMeter(name)
+
+
 METER_FAULTS = {
     "get_meter raises": RaisingMeterProvider,
     "instruments raise": RaisingInstrumentsMeterProvider,
+    "create_histogram raises": NoHistogramsMeterProvider,
 }
 
 

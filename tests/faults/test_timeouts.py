@@ -6,6 +6,7 @@ A timeout is an error (DESIGN §4): on the CLIENT span, and on the phase span it
 from __future__ import annotations
 
 import asyncio
+import time
 
 import aiohttp
 import pytest
@@ -13,7 +14,6 @@ from opentelemetry.sdk.trace import ReadableSpan
 
 from ..conftest import Telemetry, attrs, full_accept_queue
 from .conftest import (
-    MS,
     Handler,
     Twins,
     assert_clean_connection,
@@ -27,6 +27,14 @@ from .conftest import (
 )
 
 TIMEOUT_ERROR = "aiohttp.client_exceptions.ConnectionTimeoutError"
+
+
+def assert_nested(outer: ReadableSpan, inner: ReadableSpan) -> None:
+    assert outer.start_time is not None
+    assert inner.start_time is not None
+    assert outer.end_time is not None
+    assert inner.end_time is not None
+    assert outer.start_time <= inner.start_time <= inner.end_time <= outer.end_time
 
 
 def duration(span: ReadableSpan) -> int:
@@ -44,7 +52,11 @@ async def test_a_stall_past_sock_connect(twins: Twins, telemetry: Telemetry) -> 
     assert seen == ("raised", aiohttp.ConnectionTimeoutError)
 
     request, setup, connect = connect_spans(telemetry)
-    assert duration(connect) >= 90 * MS
+    # No wall-clock floor (a loop may fire a timer early by its clock's rounding): the
+    # timeout's status below proves the span was still open when the timeout fired.
+    assert_nested(setup, connect)
+    assert_nested(request, setup)
+    assert duration(connect) > 0
     # The phase that stalled carries the timeout, as its parents do.
     assert_error(connect, TIMEOUT_ERROR)
     assert_error(setup, TIMEOUT_ERROR)
@@ -53,12 +65,15 @@ async def test_a_stall_past_sock_connect(twins: Twins, telemetry: Telemetry) -> 
 
 # The server reads the request, then: says nothing at all, or sends the head and a little of a
 # promised body and then nothing more.
-def stalling(head: bool) -> Handler:
+def stalling(head: bool, quiet_since: list[int]) -> Handler:
+    """Appends to ``quiet_since`` the time each connection's server went silent."""
+
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_request(reader)
         if head:
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + b"x" * 10)
             await writer.drain()
+        quiet_since.append(time.time_ns())
         await silence(reader)
 
     return handle
@@ -74,9 +89,11 @@ async def test_a_stall_past_a_read_timeout(
 ) -> None:
     timeout = aiohttp.ClientTimeout(**{kind: 0.2})
     traced, bare = twins()
-    async with raw_server(stalling(head)) as port:
+    quiet_since: list[int] = []
+    async with raw_server(stalling(head, quiet_since)) as port:
         url = f"http://127.0.0.1:{port}/"
         seen = await same_outcome(traced, bare, url, timeout=timeout)
+        caller_saw_it = time.time_ns()
     assert seen[0] == "raised"
     error = seen[1]
     if kind == "sock_read":
@@ -88,7 +105,12 @@ async def test_a_stall_past_a_read_timeout(
     assert_clean_connection(telemetry)
     request = telemetry.only_span()
     assert_transport_error(request, error)
-    assert duration(request) >= 190 * MS
+    # The span lasts through the stall, to the timeout: it ends after the traced connection's
+    # server went quiet (the bare twin's came first) and before the caller saw the error. The
+    # ordering, not a floor in milliseconds: a loaded machine starts the span late.
+    assert len(quiet_since) == 2
+    assert request.end_time is not None
+    assert quiet_since[1] <= request.end_time <= caller_saw_it
     if head:
         assert attrs(request)["http.response.status_code"] == 200
         assert attrs(request)["http.response.body.size"] == 10

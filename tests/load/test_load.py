@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import gc
 import logging
 import random
@@ -42,7 +43,7 @@ import socket
 import time
 import tracemalloc
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -191,11 +192,14 @@ def load_app() -> web.Application:
     return app
 
 
-def closed_port() -> int:
-    """A loopback port nobody listens on: connecting to it is refused at once."""
+@contextlib.contextmanager
+def refusing_port() -> Iterator[int]:
+    """A loopback port bound but never listened on, while the block runs: connecting to it is
+    refused at once. Released, its number could become a new connection's own source port
+    over thousands of requests, and a loopback connection from a port to itself succeeds."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+        yield int(sock.getsockname()[1])
 
 
 @dataclass(frozen=True)
@@ -207,11 +211,11 @@ class Urls:
     drip: str
 
     @classmethod
-    def of(cls, server: Server) -> Urls:
+    def of(cls, server: Server, refused_port: int) -> Urls:
         return cls(
             ok=server.url("/ok"),
             status=server.url("/status/{}"),
-            refused=f"http://127.0.0.1:{closed_port()}/ok",
+            refused=f"http://127.0.0.1:{refused_port}/ok",
             slow=server.url(f"/slow?delay={SLOW_ROUTE_S}"),
             drip=server.url("/drip"),
         )
@@ -371,35 +375,36 @@ async def run_mixed_load(load: Load) -> None:
     started_at = time.monotonic()
     tracemalloc.start()
     try:
-        async with serve(load_app()) as server:
-            run = Run(
-                Urls.of(server),
-                trace_config,
-                random.Random(20240605),
-                collections.Counter(),
-                collections.Counter(),
-            )
-            warmup = run.plan(load.warmup)
-            rest = run.plan(load.requests - load.warmup)
-            share = load.warmup / load.requests
-            if load.sessions == 1:
-                async with run.session() as session:
-                    await run.send(session, warmup)
+        with refusing_port() as refused_port:
+            async with serve(load_app()) as server:
+                run = Run(
+                    Urls.of(server, refused_port),
+                    trace_config,
+                    random.Random(20240605),
+                    collections.Counter(),
+                    collections.Counter(),
+                )
+                warmup = run.plan(load.warmup)
+                rest = run.plan(load.requests - load.warmup)
+                share = load.warmup / load.requests
+                if load.sessions == 1:
+                    async with run.session() as session:
+                        await run.send(session, warmup)
+                        baseline, before = await _measure()
+                        tracemalloc.reset_peak()
+                        await run.send(session, rest)
+                        retained, after = await _measure()
+                        peak = tracemalloc.get_traced_memory()[1]
+                else:
+                    await run.over_sessions(round(load.sessions * share), warmup)
+                    await _settled(reader, "http.client.open_connections")
                     baseline, before = await _measure()
                     tracemalloc.reset_peak()
-                    await run.send(session, rest)
+                    await run.over_sessions(round(load.sessions * (1 - share)), rest)
+                    await _settled(reader, "http.client.open_connections")
                     retained, after = await _measure()
                     peak = tracemalloc.get_traced_memory()[1]
-            else:
-                await run.over_sessions(round(load.sessions * share), warmup)
-                await _settled(reader, "http.client.open_connections")
-                baseline, before = await _measure()
-                tracemalloc.reset_peak()
-                await run.over_sessions(round(load.sessions * (1 - share)), rest)
-                await _settled(reader, "http.client.open_connections")
-                retained, after = await _measure()
-                peak = tracemalloc.get_traced_memory()[1]
-            open_connections = await _settled(reader, "http.client.open_connections")
+                open_connections = await _settled(reader, "http.client.open_connections")
     finally:
         tracemalloc.stop()
         for logger in watched:
@@ -450,6 +455,9 @@ async def run_mixed_load(load: Load) -> None:
     active = metric_points(reader, "http.client.active_requests")
     assert active
     assert [p for p in active if p.value != 0] == []
+    # The connections were counted (a missing metric must not pass as "all back to 0"), in
+    # both states, and every count went back to 0.
+    assert {p.attributes["http.connection.state"] for p in open_connections} == {"active", "idle"}
     assert [p for p in open_connections if p.value != 0] == []
     assert _body._receiving == {}
     assert set(_diagnostics._reported) == reported_before
