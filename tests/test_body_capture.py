@@ -40,7 +40,11 @@ from aiohttp_otel._options import (
     parse_options,
 )
 
-from .conftest import Server, SessionFactory, Telemetry, attrs, serve
+from .conftest import Server, SessionFactory, Telemetry, attrs, requires, serve
+
+#: A bytes attribute value reaches the exporter as bytes from opentelemetry-api 1.45 on; an
+#: older API decodes it to str (or drops it), so the bytes cases need that API.
+KEEPS_BYTES = requires("opentelemetry-api", "1.45.0")
 
 TIMEOUT = aiohttp.ClientTimeout(total=10)
 
@@ -654,6 +658,7 @@ async def test_a_long_streamed_body_keeps_only_the_cap(
     assert attrs(span)["http.response.body.size"] == 10 * len(PLAIN)
 
 
+@KEEPS_BYTES
 async def test_a_binary_response_is_bytes(
     make_session: SessionFactory, plain_capture_server: Server, telemetry: Telemetry
 ) -> None:
@@ -744,7 +749,13 @@ REQUEST_BODIES: dict[str, tuple[Callable[[], dict[str, Any]], Any]] = {
 }
 
 
-@pytest.mark.parametrize("kind", list(REQUEST_BODIES))
+@pytest.mark.parametrize(
+    "kind",
+    [
+        pytest.param(kind, marks=KEEPS_BYTES) if isinstance(expected, bytes) else kind
+        for kind, (_, expected) in REQUEST_BODIES.items()
+    ],
+)
 async def test_each_kind_of_request_body_is_captured_as_sent(
     make_session: SessionFactory, plain_capture_server: Server, telemetry: Telemetry, kind: str
 ) -> None:
@@ -766,6 +777,7 @@ async def test_the_request_cap_holds_and_cuts_on_a_character(
     assert attrs(telemetry.only_span())[REQUEST_BODY_CONTENT] == "aé"
 
 
+@KEEPS_BYTES
 async def test_only_what_was_sent_is_recorded_when_the_body_fails(
     make_session: SessionFactory, plain_capture_server: Server, telemetry: Telemetry
 ) -> None:

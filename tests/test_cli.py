@@ -800,7 +800,7 @@ URL = "http://localhost:1/"
         (["trace", URL, "-d", "@no/such/file"], "argument -d/--data", "cannot read"),
         (["trace", URL, "--otlp", "grpc://collector:4317"], "argument --otlp", "http://"),
         (["trace", URL, "--otlp", "nonsense"], "argument --otlp", "http://"),
-        (["trace", URL, "--otlp", "http://localhost:99999"], "argument --otlp", "out of range"),
+        (["trace", URL, "--otlp", "http://localhost:99999"], "argument --otlp", "no valid port"),
         (["trace", URL, "--otlp", "http://localhost:4318/?a=b"], "argument --otlp", "no query"),
         (["trace", URL, "--cacert", "no/such/ca.pem"], "argument --cacert", "cannot read"),
         (["trace", URL, "--cacert", "pyproject.toml"], "argument --cacert", "no PEM"),

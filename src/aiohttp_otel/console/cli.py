@@ -84,6 +84,8 @@ def _otlp_endpoint(text: str) -> str:
         url = URL(text)
         port = url.port
     except ValueError as exc:
+        if "port" in str(exc).lower():  # yarl words it differently from one release to another
+            raise argparse.ArgumentTypeError(f"{text!r} has no valid port ({example})") from None
         raise argparse.ArgumentTypeError(f"{text!r} is not a URL ({exc})") from None
     if url.scheme not in ("http", "https") or not url.host:
         raise argparse.ArgumentTypeError(
