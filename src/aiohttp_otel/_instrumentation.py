@@ -19,6 +19,7 @@ from ._body import install_body_probe
 from ._connections import install_lifecycle_probe
 from ._connector import install_connection_probe
 from ._diagnostics import report_fault
+from ._exception_text import ExceptionText
 from ._metrics import Instruments
 from ._options import Options
 from ._phases import EventPhases, SpanPhases
@@ -79,6 +80,7 @@ class Instrumentation:
         self.chunk_events = options.chunk_events
         self.max_chunk_events = options.max_chunk_events
         self.end_at_body = options.span_end == "body"
+        self._exception_text = ExceptionText()
         for install in (install_connection_probe, install_lifecycle_probe, install_body_probe):
             try:
                 install()
@@ -102,6 +104,15 @@ class Instrumentation:
         text = str(url) if self._url_filter is None else str(self._url_filter(url))
         return self._redact(text)
 
+    def describe_exception(
+        self, exc: BaseException, known_urls: Iterable[str] = ()
+    ) -> tuple[str, str, str]:
+        """``(exception.type, exception.message, exception.stacktrace)`` for the exception
+        event, the last two scrubbed as :meth:`scrub` does; the stack is cached by where the
+        failure happened, so a repeated failure costs a lookup."""
+        urls = sorted(set(known_urls), key=len, reverse=True)
+        return self._exception_text.describe(exc, lambda text: self._scrub_sorted(text, urls))
+
     def scrub(self, text: str, known_urls: Iterable[str] = ()) -> str:
         """Free text (an exception message, a traceback) with every URL in it treated as
         ``url.full`` is: aiohttp's exceptions quote the request URL, signed query included.
@@ -110,9 +121,13 @@ class Instrumentation:
         quote or a space that ends a pattern match early); any other URL-looking text is
         matched by pattern.
         """
+        return self._scrub_sorted(text, sorted(set(known_urls), key=len, reverse=True))
+
+    def _scrub_sorted(self, text: str, known_urls: list[str]) -> str:
+        """:meth:`scrub` with the known URLs already sorted longest first."""
         if "://" not in text:
             return text
-        for raw in sorted(set(known_urls), key=len, reverse=True):
+        for raw in known_urls:
             if raw and raw in text:
                 text = text.replace(raw, self._scrub_url(raw))
         return URL_IN_TEXT.sub(self._scrub_match, text)
