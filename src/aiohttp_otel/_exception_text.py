@@ -136,12 +136,17 @@ except NameError:  # Python 3.10: no exception groups
     _GROUP = None
 
 
-def _locations(tb: TracebackType | None) -> tuple[tuple[str, int, str, int, int], ...]:
-    """Where each frame was: what its formatted lines and carets depend on, and nothing else."""
-    out: list[tuple[str, int, str, int, int]] = []
+def _locations(tb: TracebackType | None) -> tuple[tuple[str, int, str, int], ...]:
+    """Where each frame was: what its formatted lines and carets depend on, and nothing else.
+
+    The instruction offset stands for the line number: within one function it tells the line
+    and the columns, and ``tb_lineno`` is computed from the line table at each read (it would
+    be half the cost of a cache hit).
+    """
+    out: list[tuple[str, int, str, int]] = []
     while tb is not None:
         code = tb.tb_frame.f_code
-        out.append((code.co_filename, code.co_firstlineno, code.co_name, tb.tb_lineno, tb.tb_lasti))
+        out.append((code.co_filename, code.co_firstlineno, code.co_name, tb.tb_lasti))
         tb = tb.tb_next
     return tuple(out)
 
