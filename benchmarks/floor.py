@@ -2,9 +2,11 @@
 
 One CLIENT span with the five required attributes, its ``traceparent`` injected, the status
 code set, and one ``http.client.request.duration`` measurement: three signal handlers and no
-other work. It has no redirect, error, phase, body, redaction or fault handling, so it is not
-something to use; it is the benchmark's reference for what the OpenTelemetry API and SDK cost
-by themselves, to tell that cost apart from an instrumentation's own.
+other work. A failed request gets a fourth: its span ends with ``error.type`` and an error
+status, and the measurement carries ``error.type`` (no exception event). It has no redirect,
+phase, body, redaction or fault handling, so it is not something to use; it is the benchmark's
+reference for what the OpenTelemetry API and SDK cost by themselves, to tell that cost apart
+from an instrumentation's own.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 import aiohttp
 from opentelemetry import metrics, trace
 from opentelemetry.propagate import inject
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import SpanKind, Status, StatusCode
 
 
 def floor_trace_config(
@@ -61,7 +63,26 @@ def floor_trace_config(
             },
         )
 
+    async def exception(_session: Any, ctx: Any, params: Any) -> None:
+        cls = type(params.exception)
+        error_type = f"{cls.__module__}.{cls.__qualname__}"
+        ctx.span.set_attribute("error.type", error_type)
+        ctx.span.set_status(Status(StatusCode.ERROR))
+        ctx.span.end()
+        url = params.url
+        duration.record(
+            (time_ns() - ctx.start) / 1e9,
+            {
+                "http.request.method": params.method,
+                "server.address": url.host,
+                "server.port": url.port,
+                "url.scheme": url.scheme,
+                "error.type": error_type,
+            },
+        )
+
     config.on_request_start.append(start)
     config.on_request_headers_sent.append(headers_sent)
     config.on_request_end.append(end)
+    config.on_request_exception.append(exception)
     return config

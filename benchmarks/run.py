@@ -19,7 +19,14 @@ when installed), ``ours`` (default options), ``ours-events`` (``phases="events"`
 metric reader — and ``ours-nosdk`` (no SDK: the API's no-op tracer and meter), compared with
 ``official-nosdk``. ``floor`` and ``floor-nosdk`` are the least any instrumentation can do (one
 span, its traceparent, one duration measurement; see ``floor.py``): what the OpenTelemetry API
-and SDK cost by themselves.
+and SDK cost by themselves. Every row shows the floor's overhead in the same workload beside
+its own, and its ratio to it.
+
+Workloads: keep-alive, ``sampled-out`` (the keep-alive GET under a ``ParentBased(ALWAYS_OFF)``
+sampler: spans are not recorded, metrics are), ``refused`` (every request to a closed loopback
+port: the cost of a failed request, as in an outage), a new connection per request, a 10 MB
+streamed body, 1,000 concurrent requests through ``limit=100`` and 1,000 short-lived sessions.
+The no-SDK modes are left out of ``sampled-out``, where they would repeat the keep-alive rows.
 """
 
 from __future__ import annotations
@@ -79,28 +86,35 @@ def free_port() -> int:
 # -- modes -------------------------------------------------------------------------------------
 
 
-def sdk_providers() -> dict[str, Any]:
+def sdk_providers(sampled_out: bool = False) -> dict[str, Any]:
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.metrics.export import InMemoryMetricReader
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased
 
     class NullExporter(SpanExporter):
         def export(self, spans: Any) -> SpanExportResult:
             return SpanExportResult.SUCCESS
 
-    tracer_provider = TracerProvider()
+    # ParentBased(ALWAYS_OFF): a request whose trace is not sampled, as most are in production.
+    tracer_provider = TracerProvider(sampler=ParentBased(ALWAYS_OFF if sampled_out else ALWAYS_ON))
     tracer_provider.add_span_processor(SimpleSpanProcessor(NullExporter()))
     meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
     return {"tracer_provider": tracer_provider, "meter_provider": meter_provider}
 
 
-def make_modes() -> dict[str, Callable[[], list[aiohttp.TraceConfig]]]:
+Modes = dict[str, Callable[[], list[aiohttp.TraceConfig]]]
+
+
+def make_modes(sampled_out: bool = False) -> Modes:
+    """Every mode, with an SDK that samples every trace or none; the no-SDK modes only beside
+    the sampling one (without an SDK nothing is sampled anyway)."""
     from floor import floor_trace_config
 
     from aiohttp_otel import create_trace_config
 
-    sdk = sdk_providers()
+    sdk = sdk_providers(sampled_out)
     modes: dict[str, Callable[[], list[aiohttp.TraceConfig]]] = {"bare": list}
     try:
         from opentelemetry.instrumentation.aiohttp_client import (
@@ -122,6 +136,8 @@ def make_modes() -> dict[str, Callable[[], list[aiohttp.TraceConfig]]]:
     modes["ours"] = lambda: [ours]
     modes["ours-events"] = lambda: [events]
     modes["ours-off"] = lambda: [off]
+    if sampled_out:
+        return modes
     if official is not None:
         official_nosdk = official()
         modes["official-nosdk"] = lambda: [official_nosdk]
@@ -136,12 +152,28 @@ def make_modes() -> dict[str, Callable[[], list[aiohttp.TraceConfig]]]:
 
 Workload = Callable[[str, Callable[[], list[aiohttp.TraceConfig]], int], Awaitable[int]]
 
+#: A loopback port nothing listens on (bound once, then released), for the refused workload.
+REFUSED_PORT = 0
+
 
 async def keepalive(base: str, configs: Callable[[], list[aiohttp.TraceConfig]], n: int) -> int:
     async with aiohttp.ClientSession(trace_configs=configs()) as session:
         for _ in range(n):
             async with session.get(f"{base}/hello") as response:
                 await response.read()
+    return n
+
+
+async def refused(base: str, configs: Callable[[], list[aiohttp.TraceConfig]], n: int) -> int:
+    url = f"http://127.0.0.1:{REFUSED_PORT}/hello"
+    async with aiohttp.ClientSession(trace_configs=configs()) as session:
+        for _ in range(n):
+            try:
+                async with session.get(url) as response:
+                    await response.read()
+            except aiohttp.ClientConnectorError:
+                continue
+            raise SystemExit(f"port {REFUSED_PORT} answered: the refused workload needs it closed")
     return n
 
 
@@ -191,10 +223,15 @@ class Spec:
     requests: int
     quick: int
     note: str
+    sampled_out: bool = False
 
 
 WORKLOADS: dict[str, Spec] = {
     "keepalive": Spec(keepalive, 1000, 200, "keep-alive GET, 256 B body"),
+    "sampled-out": Spec(
+        keepalive, 1000, 200, "keep-alive GET, trace not sampled (ParentBased(ALWAYS_OFF))", True
+    ),
+    "refused": Spec(refused, 1000, 200, "every request refused (a closed loopback port)"),
     "new-connection": Spec(new_connection, 500, 100, "a new connection per GET (force_close)"),
     "streamed-10MB": Spec(streamed, 4, 2, "10 MB body read in 64 KiB chunks (events capped)"),
     "concurrent": Spec(concurrent, 1000, 300, "1,000 concurrent GETs through limit=100"),
@@ -241,11 +278,16 @@ def report(name: str, spec: Spec, results: dict[str, Samples], clock: str) -> No
         return statistics.median(getattr(results[mode], clock))
 
     bare = median("bare")
-    # Each mode is compared with the official package under the same SDK setting.
+    # Each mode is compared with the official package and the floor under the same SDK setting.
     official = {
         suffix: median(f"official{suffix}") - bare
         for suffix in ("", "-nosdk")
         if f"official{suffix}" in results
+    }
+    floor = {
+        suffix: median(f"floor{suffix}") - bare
+        for suffix in ("", "-nosdk")
+        if f"floor{suffix}" in results
     }
     print(
         f"\n{name}: {spec.note}  [{clock} time per request; median of "
@@ -253,17 +295,21 @@ def report(name: str, spec: Spec, results: dict[str, Samples], clock: str) -> No
     )
     print(
         f"  {'mode':12s} {'µs/request':>12s} {'± IQR':>8s} {'overhead µs':>12s} "
-        f"{'x bare':>7s} {'x official':>11s} {'peak MiB':>9s}"
+        f"{'x bare':>7s} {'x official':>11s} {'floor µs':>9s} {'x floor':>8s} {'peak MiB':>9s}"
     )
     for mode, samples in results.items():
         values = getattr(samples, clock)
         med = statistics.median(values)
         overhead = med - bare
-        theirs = official.get("-nosdk" if mode.endswith("-nosdk") else "")
+        suffix = "-nosdk" if mode.endswith("-nosdk") else ""
+        theirs = official.get(suffix)
         vs_official = f"{overhead / theirs:11.2f}" if theirs and mode != "bare" else f"{'':>11s}"
+        least = floor.get(suffix)
+        floor_us = f"{least * 1e6:9.1f}" if least is not None else f"{'':>9s}"
+        vs_floor = f"{overhead / least:8.2f}" if least and mode != "bare" else f"{'':>8s}"
         print(
             f"  {mode:12s} {med * 1e6:12.1f} {spread(values) * 1e6:8.1f} {overhead * 1e6:12.1f} "
-            f"{med / bare:7.3f} {vs_official} {samples.peak / 2**20:9.2f}"
+            f"{med / bare:7.3f} {vs_official} {floor_us} {vs_floor} {samples.peak / 2**20:9.2f}"
         )
 
 
@@ -292,14 +338,17 @@ def main() -> None:
                 raise SystemExit("the benchmark server did not start") from None
             time.sleep(0.05)
     base = f"http://localhost:{port}"
+    global REFUSED_PORT
+    REFUSED_PORT = free_port()
     print(
         f"python {sys.version.split()[0]}, aiohttp {aiohttp.__version__}, "
         f"{os.cpu_count()} CPUs; rounds={rounds}"
     )
-    modes = make_modes()
+    all_modes = {False: make_modes(), True: make_modes(sampled_out=True)}
     try:
         for name in chosen:
             spec = WORKLOADS[name]
+            modes = all_modes[spec.sampled_out]
             n = spec.quick if args.quick else spec.requests
             results = {mode: Samples() for mode in modes}
             for configs in modes.values():  # warm-up: caches, pools, imports

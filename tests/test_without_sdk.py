@@ -146,7 +146,7 @@ SDK_LATER = textwrap.dedent(
 )
 
 
-async def _run_sdk_later(which: str) -> dict[str, Any]:
+async def _run_sdk_later(which: str, **env: str) -> dict[str, Any]:
     import json
 
     process = await asyncio.create_subprocess_exec(
@@ -156,7 +156,12 @@ async def _run_sdk_later(which: str) -> dict[str, Any]:
         which,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "OTEL_TRACES_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "none"},
+        env={
+            **os.environ,
+            "OTEL_TRACES_EXPORTER": "none",
+            "OTEL_METRICS_EXPORTER": "none",
+            **env,
+        },
     )
     out, err = await asyncio.wait_for(process.communicate(), 60)
     assert process.returncode == 0, err.decode()
@@ -174,3 +179,10 @@ async def test_a_meter_provider_set_after_instrumenting_is_picked_up() -> None:
     report = await _run_sdk_later("metrics")
     assert report["spans"] == []
     assert "http.client.request.duration" in report["metrics"]
+
+
+async def test_a_tracer_provider_named_in_the_environment_records_from_the_first_request() -> None:
+    """The API loads it on the first lookup: no provider is set in code, and none is missing."""
+    report = await _run_sdk_later("none", OTEL_PYTHON_TRACER_PROVIDER="sdk_tracer_provider")
+    assert str(report["before"]).startswith("00-")
+    assert str(report["after"]).startswith("00-")

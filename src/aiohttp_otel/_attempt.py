@@ -15,7 +15,6 @@ events, no attributes after the start.
 from __future__ import annotations
 
 import contextlib
-import traceback
 import weakref
 from time import time_ns
 from typing import TYPE_CHECKING, Any
@@ -543,10 +542,8 @@ class Attempt(BodyListener):
         if info is not None:
             known += (str(info.real_url), str(info.url))
         inst = self._inst
-        message = inst.scrub(str(exc), known)
-        trace_text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-        stacktrace = inst.scrub(trace_text, known)
-        exception_type = sc.error_type(exc)
+        # The stack is formatted and scrubbed once per failure site; the message every time.
+        exception_type, message, stacktrace = inst.describe_exception(exc, known)
         span = self.span
         span.set_attribute(sc.ERROR_TYPE, error)
         logs = inst.exception_logs

@@ -18,6 +18,7 @@ from . import _semconv as sc
 from ._body_capture import BodyContent, BodyFilter, Direction
 from ._diagnostics import report_fault
 from ._exception_logs import ExceptionLogger
+from ._exception_text import ExceptionText
 from ._metrics import Instruments
 from ._options import Options
 from ._phases import EventPhases, SpanPhases
@@ -103,6 +104,7 @@ class Instrumentation:
             scope_name=SCOPE_NAME,
             schema_url=SCHEMA_URL,
         )
+        self._exception_text = ExceptionText()
         install_probes()
 
     def dormant(self) -> bool:
@@ -119,6 +121,15 @@ class Instrumentation:
         text = str(url) if self._url_filter is None else str(self._url_filter(url))
         return self._redact(text)
 
+    def describe_exception(
+        self, exc: BaseException, known_urls: Iterable[str] = ()
+    ) -> tuple[str, str, str]:
+        """``(exception.type, exception.message, exception.stacktrace)`` for the exception
+        event, the last two scrubbed as :meth:`scrub` does; the stack is cached by where the
+        failure happened, so a repeated failure costs a lookup."""
+        urls = sorted(set(known_urls), key=len, reverse=True)
+        return self._exception_text.describe(exc, lambda text: self._scrub_sorted(text, urls))
+
     def scrub(self, text: str, known_urls: Iterable[str] = ()) -> str:
         """Free text (an exception message, a traceback) with every URL in it treated as
         ``url.full`` is: aiohttp's exceptions quote the request URL, signed query included.
@@ -127,9 +138,13 @@ class Instrumentation:
         quote or a space that ends a pattern match early); any other URL-looking text is
         matched by pattern.
         """
+        return self._scrub_sorted(text, sorted(set(known_urls), key=len, reverse=True))
+
+    def _scrub_sorted(self, text: str, known_urls: list[str]) -> str:
+        """:meth:`scrub` with the known URLs already sorted longest first."""
         if "://" not in text:
             return text
-        for raw in sorted(set(known_urls), key=len, reverse=True):
+        for raw in known_urls:
             if raw and raw in text:
                 text = text.replace(raw, self._scrub_url(raw))
         return URL_IN_TEXT.sub(self._scrub_match, text)

@@ -9,16 +9,24 @@ provider lookup per request, and nothing at all once a provider is there.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
+from types import ModuleType
 
 from opentelemetry import metrics, trace
+from opentelemetry.environment_variables import (
+    OTEL_PYTHON_METER_PROVIDER,
+    OTEL_PYTHON_TRACER_PROVIDER,
+)
 from opentelemetry.metrics import MeterProvider, NoOpMeterProvider
 from opentelemetry.trace import NoOpTracerProvider, ProxyTracerProvider, TracerProvider
 
 try:
+    from opentelemetry.metrics import _internal as _metrics_internal
     from opentelemetry.metrics._internal import _ProxyMeterProvider
 except ImportError:  # pragma: no cover - an API that moved it: assume an SDK may be there
     _ProxyMeterProvider = None  # type: ignore[assignment,misc]
+    _metrics_internal = None  # type: ignore[assignment]
 
 
 class RecordingWatch:
@@ -34,8 +42,18 @@ class RecordingWatch:
         waiting: list[Callable[[], bool]] = []
         live = False
         for check in (
-            _unset_check(tracer_provider, trace.get_tracer_provider, ProxyTracerProvider),
-            _unset_check(meter_provider, metrics.get_meter_provider, _ProxyMeterProvider),
+            _unset_check(
+                tracer_provider,
+                trace.get_tracer_provider,
+                ProxyTracerProvider,
+                _global_slot(trace, "_TRACER_PROVIDER", OTEL_PYTHON_TRACER_PROVIDER),
+            ),
+            _unset_check(
+                meter_provider,
+                metrics.get_meter_provider,
+                _ProxyMeterProvider,
+                _global_slot(_metrics_internal, "_METER_PROVIDER", OTEL_PYTHON_METER_PROVIDER),
+            ),
         ):
             if check is None:
                 live = True
@@ -60,7 +78,10 @@ def _never() -> bool:
 
 
 def _unset_check(
-    given: object, get_global: Callable[[], object], proxy_type: type | None
+    given: object,
+    get_global: Callable[[], object],
+    proxy_type: type | None,
+    slot: Callable[[], bool] | None = None,
 ) -> Callable[[], bool] | None:
     """``None`` when the provider records; ``_never`` when it never will (an explicit no-op);
     otherwise a check that is true while the global provider is still the API's proxy."""
@@ -69,4 +90,20 @@ def _unset_check(
         return _never
     if given is not None or proxy_type is None or not isinstance(provider, proxy_type):
         return None
+    if slot is not None:
+        return slot
     return lambda: get_global() is provider
+
+
+def _global_slot(module: ModuleType | None, name: str, env_var: str) -> Callable[[], bool] | None:
+    """A check of the API's global provider variable itself: true while it is still unset.
+
+    ``get_tracer_provider()`` reads the environment on every call until a provider is set
+    (about 2 µs a call), and this check runs on every request without an SDK. It is used only
+    while no provider is named in the environment: then "unset" is exactly what the API's
+    getter would answer with its proxy. ``None`` (the getter is asked) if the API moved it.
+    """
+    namespace = getattr(module, "__dict__", None)
+    if namespace is None or name not in namespace or env_var in os.environ:
+        return None
+    return lambda: namespace[name] is None

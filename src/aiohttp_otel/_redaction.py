@@ -60,13 +60,11 @@ class UrlRedactor:
         self._needles = tuple(f"{key}=" for key in self._keys)
 
     def __call__(self, url: str) -> str:
-        scheme_end = url.find("://")
-        if scheme_end >= 0:
-            authority_start = scheme_end + 3
-            authority_end = _authority_end(url, authority_start)
-            at = url.rfind("@", authority_start, authority_end)
-            if at >= 0:
-                url = f"{url[:authority_start]}{REDACTED}:{REDACTED}{url[at:]}"
+        # Most URLs have neither userinfo nor a query: two scans, and the URL is returned as is.
+        if "@" in url:
+            url = _without_userinfo(url)
+        if "?" not in url:
+            return url
         fragment_start = url.find("#")
         query_end = len(url) if fragment_start < 0 else fragment_start
         query_start = url.find("?", 0, query_end)
@@ -84,6 +82,18 @@ class UrlRedactor:
         if sep and (key in self._keys or ("%" in key and unquote(key) in self._keys)):
             return f"{key}={REDACTED}"
         return pair
+
+
+def _without_userinfo(url: str) -> str:
+    scheme_end = url.find("://")
+    if scheme_end < 0:
+        return url
+    authority_start = scheme_end + 3
+    authority_end = _authority_end(url, authority_start)
+    at = url.rfind("@", authority_start, authority_end)
+    if at < 0:
+        return url
+    return f"{url[:authority_start]}{REDACTED}:{REDACTED}{url[at:]}"
 
 
 def _authority_end(url: str, start: int) -> int:
