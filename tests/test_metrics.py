@@ -207,7 +207,7 @@ async def test_active_requests_counts_a_request_until_its_body_is_over(
 async def test_body_size_metrics(
     make_session: SessionFactory, http_server: Server, telemetry: Telemetry
 ) -> None:
-    session = make_session()
+    session = make_session(body_size_metrics=True)
     assert await fetch(session, http_server.url("/ok"), "POST", data=b"x" * 3000) == (200, "ok")
     [sent] = points(telemetry, "http.client.request.body.size")
     [received] = points(telemetry, "http.client.response.body.size")
@@ -441,7 +441,10 @@ async def test_histograms_work_where_the_api_takes_no_bucket_advice(
     telemetry: Telemetry,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    session = make_session(meter_provider=NoBucketAdviceMeterProvider(telemetry.meter_provider))
+    session = make_session(
+        meter_provider=NoBucketAdviceMeterProvider(telemetry.meter_provider),
+        body_size_metrics=True,
+    )
     with caplog.at_level("WARNING", logger="aiohttp_otel"):
         assert await fetch(session, http_server.url("/ok")) == (200, "ok")
     assert [r for r in caplog.records if r.name == "aiohttp_otel"] == []
@@ -498,3 +501,25 @@ async def test_active_requests_go_back_to_zero_after_an_instrumentation_fault(
         assert await fetch(session, http_server.url("/ok")) == (200, "ok")
     [active] = points(telemetry, "http.client.active_requests")
     assert active.value == 0
+
+
+@pytest.mark.parametrize("how", ["default", "keyword", "env"])
+async def test_body_size_metrics_are_opt_in(
+    make_session: SessionFactory,
+    http_server: Server,
+    telemetry: Telemetry,
+    monkeypatch: pytest.MonkeyPatch,
+    how: str,
+) -> None:
+    """Each costs a histogram record per request, so they are off unless asked for; the span
+    carries the sizes either way."""
+    if how == "env":
+        monkeypatch.setenv("OTEL_PYTHON_AIOHTTP_CLIENT_BODY_SIZE_METRICS", "true")
+    session = make_session(**({"body_size_metrics": True} if how == "keyword" else {}))
+    assert await fetch(session, http_server.url("/ok"), "POST", data=b"x" * 10) == (200, "ok")
+    wanted = ("http.client.request.body.size", "http.client.response.body.size")
+    recorded = {name: len(points(telemetry, name)) for name in wanted}
+    assert recorded == dict.fromkeys(wanted, 0 if how == "default" else 1)
+    span = telemetry.only_span()
+    assert span.attributes["http.request.body.size"] == 10  # type: ignore[index]
+    assert span.attributes["http.response.body.size"] == 2  # type: ignore[index]

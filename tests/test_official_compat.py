@@ -361,7 +361,6 @@ async def test_the_schema_url_and_the_extra_instruments(
     }
     assert set(names) == {
         "http.client.request.duration",
-        "http.client.response.body.size",
         "http.client.active_requests",
         "http.client.open_connections",
         "http.client.connection.duration",

@@ -93,6 +93,8 @@ class Attempt(BodyListener):
         "received_chunks",
         "received_offset",
         "first_chunk_ns",
+        "_headers_sent_ns",
+        "_body_sent_ns",
         "max_gap_ns",
         "_metric_attrs",
         "_late",
@@ -139,6 +141,9 @@ class Attempt(BodyListener):
         self.sent_bytes = self.sent_chunks = 0
         self.received_chunks = self.received_offset = 0
         self.first_chunk_ns = self.max_gap_ns = 0
+        # Timeline marks not yet written: events written together with the next one cost
+        # less than each on its own.
+        self._headers_sent_ns = self._body_sent_ns = 0
         # Attributes learned along the way, written to the span in one go when it ends.
         self._late: Attributes = {}
         self._unwatch: Any = None
@@ -345,7 +350,7 @@ class Attempt(BodyListener):
 
     def headers_sent(self) -> None:
         if self.recording:
-            self.span.add_event(HEADERS_SENT, timestamp=time_ns())
+            self._headers_sent_ns = time_ns()
 
     def chunk_sent(self, chunk: bytes) -> None:
         size = len(chunk)
@@ -355,11 +360,27 @@ class Attempt(BodyListener):
         self.sent_bytes = offset + size
         self.sent_chunks = count = self.sent_chunks + 1
         if self.recording:
+            self.write_timeline()  # the events stay stored in time order
             self._chunk_event(CHUNK_SENT, count, size, offset, None)
 
     def body_written(self) -> None:
-        if self.sent_bytes and self.recording and self.state == OPEN:
+        if not (self.sent_bytes and self.recording):
+            return
+        if self.state == OPEN:
+            self._body_sent_ns = time_ns()
+        else:  # the server answered before the body was all sent: told as it happened
             self.span.add_event(BODY_SENT, timestamp=time_ns())
+
+    def write_timeline(self) -> None:
+        """Write the timeline marks kept so far, in their order."""
+        sent = self._headers_sent_ns
+        if sent:
+            self._headers_sent_ns = 0
+            self.span.add_event(HEADERS_SENT, timestamp=sent)
+        body = self._body_sent_ns
+        if body:
+            self._body_sent_ns = 0
+            self.span.add_event(BODY_SENT, timestamp=body)
 
     # -- the response ----------------------------------------------------------------------
 
@@ -371,6 +392,7 @@ class Attempt(BodyListener):
         self.answered_ns = self.last_activity_ns = now
         self.record_response(response.status, response.version, response.headers)
         if self.recording:
+            self.write_timeline()
             self.span.add_event(RESPONSE_HEADERS, timestamp=now)
             content = self._inst.response_body
             if content is not None:
@@ -546,6 +568,7 @@ class Attempt(BodyListener):
         exception_type, message, stacktrace = inst.describe_exception(exc, known)
         span = self.span
         span.set_attribute(sc.ERROR_TYPE, error)
+        self.write_timeline()
         logs = inst.exception_logs
         if logs.spans:
             span.add_event(
@@ -602,6 +625,7 @@ class Attempt(BodyListener):
             received = None if response is None else _body.received_size(response)
         sent = self.sent_bytes
         if self.recording:
+            self.write_timeline()
             late = self._late
             if received is not None:
                 late["http.response.body.size"] = received
@@ -627,9 +651,9 @@ class Attempt(BodyListener):
             metric[sc.ERROR_TYPE] = self.error_type
         instruments = self._inst.instruments
         instruments.record_duration(end_ns - self.start_ns, metric)
-        if received is not None:
+        if received is not None and instruments.response_body_size is not None:
             instruments.response_body_size.record(received, metric)
-        if sent:
+        if sent and instruments.request_body_size is not None:
             instruments.request_body_size.record(sent, metric)
 
     def _add_body_content(self, late: Attributes) -> None:

@@ -48,7 +48,10 @@ class Instrumentation:
                 SCOPE_NAME, __version__, options.meter_provider, schema_url=SCHEMA_URL
             )
             self.instruments = Instruments(
-                meter, dup=self.dup, meter_provider=options.meter_provider
+                meter,
+                dup=self.dup,
+                meter_provider=options.meter_provider,
+                body_sizes=options.body_size_metrics,
             )
         except Exception as exc:
             # A broken meter provider (or an instrument it cannot make) must not cost the

@@ -106,7 +106,12 @@ class Instruments:
     """
 
     def __init__(
-        self, meter: Meter, *, dup: bool, meter_provider: MeterProvider | None = None
+        self,
+        meter: Meter,
+        *,
+        dup: bool,
+        meter_provider: MeterProvider | None = None,
+        body_sizes: bool = False,
     ) -> None:
         def histogram(name: str, **kwargs: Any) -> SafeHistogram:
             return SafeHistogram(_create_histogram(meter, name, **kwargs))
@@ -127,15 +132,24 @@ class Instruments:
             if dup
             else None
         )
-        self.request_body_size = histogram(
-            "http.client.request.body.size",
-            unit="By",
-            description="Size of HTTP client request bodies.",
+        # Opt-in (``body_size_metrics``): two more histogram records per request.
+        self.request_body_size = (
+            histogram(
+                "http.client.request.body.size",
+                unit="By",
+                description="Size of HTTP client request bodies.",
+            )
+            if body_sizes
+            else None
         )
-        self.response_body_size = histogram(
-            "http.client.response.body.size",
-            unit="By",
-            description="Size of HTTP client response bodies.",
+        self.response_body_size = (
+            histogram(
+                "http.client.response.body.size",
+                unit="By",
+                description="Size of HTTP client response bodies.",
+            )
+            if body_sizes
+            else None
         )
         self.active_requests, self.open_connections = shared_counts(meter, meter_provider)
         self.connection_duration = histogram(

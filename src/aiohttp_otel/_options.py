@@ -39,6 +39,7 @@ ENV_MAX_CHUNK_EVENTS = "OTEL_PYTHON_AIOHTTP_CLIENT_MAX_CHUNK_EVENTS"
 ENV_SPAN_END = "OTEL_PYTHON_AIOHTTP_CLIENT_SPAN_END"
 ENV_CAPTURE_REQUEST_BODY = "OTEL_PYTHON_AIOHTTP_CLIENT_CAPTURE_REQUEST_BODY"
 ENV_CAPTURE_RESPONSE_BODY = "OTEL_PYTHON_AIOHTTP_CLIENT_CAPTURE_RESPONSE_BODY"
+ENV_BODY_SIZE_METRICS = "OTEL_PYTHON_AIOHTTP_CLIENT_BODY_SIZE_METRICS"
 
 PHASES_CHOICES = ("spans", "events", "off")
 SPAN_END_CHOICES = ("body", "headers")
@@ -65,6 +66,8 @@ class Options:
     chunk_events: bool
     max_chunk_events: int
     span_end: str
+    #: Record http.client.request/response.body.size: opt-in, a histogram costs per request.
+    body_size_metrics: bool
     #: The body capture caps in bytes; ``None`` when capture is off (``False`` or ``0``).
     capture_request_body: int | None
     capture_response_body: int | None
@@ -92,6 +95,7 @@ def parse_options(
     chunk_events: Any = None,
     max_chunk_events: Any = None,
     span_end: Any = None,
+    body_size_metrics: Any = None,
     capture_request_body: Any = None,
     capture_response_body: Any = None,
     body_filter: Any = None,
@@ -138,6 +142,9 @@ def parse_options(
             DEFAULT_MAX_CHUNK_EVENTS,
         ),
         span_end=_choice("span_end", span_end, env, ENV_SPAN_END, SPAN_END_CHOICES),
+        body_size_metrics=_flag(
+            "body_size_metrics", body_size_metrics, env, ENV_BODY_SIZE_METRICS, default=False
+        ),
         capture_request_body=_body_cap(
             "capture_request_body", capture_request_body, env, ENV_CAPTURE_REQUEST_BODY
         ),

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp.tracing import TraceRequestEndParams, TraceRequestExceptionParams
 from opentelemetry import context as otel_context
-from opentelemetry.instrumentation.utils import is_http_instrumentation_enabled
+from opentelemetry.context import _SUPPRESS_HTTP_INSTRUMENTATION_KEY, _SUPPRESS_INSTRUMENTATION_KEY
 from opentelemetry.propagate import inject
 from opentelemetry.trace import get_current_span
 from yarl import URL
@@ -37,6 +37,11 @@ if TYPE_CHECKING:
     from opentelemetry.context import Context
 
     from ._instrumentation import Instrumentation
+
+
+#: The plain key ``suppress_instrumentation()`` also sets, for instrumentations that predate
+#: the context key.
+SUPPRESS_INSTRUMENTATION_PLAIN = "suppress_instrumentation"
 
 
 class RequestTrace(RequestListener):
@@ -78,7 +83,15 @@ class RequestTrace(RequestListener):
 
     def start(self, session: aiohttp.ClientSession, params: Any) -> Awaitable[Any] | None:
         inst = self._inst
-        if not inst.enabled or not is_http_instrumentation_enabled():
+        if not inst.enabled:
+            return None
+        # The suppression keys, read from the context once (the helper would read it thrice).
+        parent = otel_context.get_current()
+        if (
+            parent.get(_SUPPRESS_INSTRUMENTATION_KEY)
+            or parent.get(_SUPPRESS_HTTP_INSTRUMENTATION_KEY)
+            or parent.get(SUPPRESS_INSTRUMENTATION_PLAIN)
+        ):
             return None
         url: URL = params.url
         excluded = inst.excluded_urls
@@ -86,7 +99,7 @@ class RequestTrace(RequestListener):
             return None
         if len(session._trace_configs) > 1:
             evict_official(session)
-        self._parent = parent = otel_context.get_current()
+        self._parent = parent
         if inst.dormant():
             # Nothing can record, but a trace that came in must go on past this service.
             if get_current_span(parent).get_span_context().is_valid:

@@ -91,6 +91,7 @@ def create_trace_config(
     chunk_events: bool | str | None = None,
     max_chunk_events: int | str | None = None,
     span_end: str | None = None,
+    body_size_metrics: bool | str | None = None,
     capture_request_body: bool | int | str | None = None,
     capture_response_body: bool | int | str | None = None,
     body_filter: Callable[[str, str | bytes, Any], str | bytes | None] | None = None,
@@ -168,6 +169,11 @@ def create_trace_config(
     :param span_end: `"body"` (the default): the CLIENT span ends when the response body is
         over; `"headers"`: when the response headers arrive, as in the official package.
         Default from `OTEL_PYTHON_AIOHTTP_CLIENT_SPAN_END`. Example: `span_end="headers"`.
+    :param body_size_metrics: also record the `http.client.request.body.size` and
+        `http.client.response.body.size` histograms (the span always carries the sizes).
+        Off by default: each costs about as much as the duration histogram, on every request.
+        Default `False`, or `OTEL_PYTHON_AIOHTTP_CLIENT_BODY_SIZE_METRICS`. Example:
+        `body_size_metrics=True`.
     :param capture_request_body: record the request body as sent, in
         `http.request.body.content`: `False` (the default), `True` (the first 4096 bytes) or
         a cap in bytes. A `str` for textual Content-Types, cut on a character boundary;
@@ -209,6 +215,7 @@ def create_trace_config(
         chunk_events=chunk_events,
         max_chunk_events=max_chunk_events,
         span_end=span_end,
+        body_size_metrics=body_size_metrics,
         capture_request_body=capture_request_body,
         capture_response_body=capture_response_body,
         body_filter=body_filter,
