@@ -109,20 +109,7 @@ async def test_connection_and_dns_metrics_match_the_real_connections_and_lookups
 async def test_a_connection_is_active_while_a_body_is_being_read(
     make_session: SessionFactory, telemetry: Telemetry
 ) -> None:
-    release = asyncio.Event()
-
-    async def stream(request: web.Request) -> web.StreamResponse:
-        response = web.StreamResponse()
-        await response.prepare(request)
-        await response.write(b"first")
-        await release.wait()
-        await response.write(b"last")
-        await response.write_eof()
-        return response
-
-    app = web.Application()
-    app.router.add_get("/stream", stream)
-    async with serve(app) as server:
+    async with held_stream() as (server, release):
         session = make_session()
         async with session.get(server.url("/stream")) as response:
             # Mid-body: the server holds the rest back until we have looked.
@@ -179,20 +166,7 @@ def durations_timeout() -> str:
 async def test_active_requests_counts_a_request_until_its_body_is_over(
     make_session: SessionFactory, telemetry: Telemetry
 ) -> None:
-    release = asyncio.Event()
-
-    async def stream(request: web.Request) -> web.StreamResponse:
-        response = web.StreamResponse()
-        await response.prepare(request)
-        await response.write(b"first")
-        await release.wait()
-        await response.write(b"last")
-        await response.write_eof()
-        return response
-
-    app = web.Application()
-    app.router.add_get("/stream", stream)
-    async with serve(app) as server:
+    async with held_stream() as (server, release):
         session = make_session()
         async with session.get(server.url("/stream")) as response:
             assert await response.content.readexactly(5) == b"first"
