@@ -218,12 +218,8 @@ class Attempt(BodyListener):
             out[sc.SERVER_PORT] = port
         return out
 
-    @property
-    def late(self) -> Attributes:
-        """Attributes gathered for the span so far; a hook about to see the span flushes them."""
-        return self._late
-
     def flush(self) -> None:
+        """Write the attributes gathered so far: a hook is about to see the span."""
         late = self._late
         if late:
             self.span.set_attributes(late)
