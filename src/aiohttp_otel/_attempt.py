@@ -82,6 +82,7 @@ class Attempt(BodyListener):
         "protocol",
         "error_type",
         "phases",
+        "tracks_phases",
         "created",
         "reused",
         "proxied",
@@ -153,12 +154,10 @@ class Attempt(BodyListener):
         )
         self._response_capture: Any = None
         self._response_headers: Any = None
-        recorder = inst.phase_recorder
-        self.phases: PhaseTracker | None = (
-            PhaseTracker(recorder, span, self.context, self._server(), url.scheme in _TLS)
-            if recording and recorder is not None
-            else None
-        )
+        #: Whether this attempt records its connection phases; the tracker itself is made by
+        #: the first phase, and a request on a pooled connection never needs one.
+        self.tracks_phases = recording and inst.phase_recorder is not None
+        self.phases: PhaseTracker | None = None
         self._active_key: TallyKey = Tally.key(self._metric_attrs)
         inst.instruments.active_requests.add(1, self._active_key)
         self._counted = True
@@ -227,10 +226,22 @@ class Attempt(BodyListener):
 
     # -- connection phases -----------------------------------------------------------------
 
+    def _tracker(self) -> PhaseTracker | None:
+        """The phase tracker, made when the first phase starts (if phases are recorded)."""
+        phases = self.phases
+        if phases is None and self.tracks_phases:
+            recorder = self._inst.phase_recorder
+            assert recorder is not None
+            phases = self.phases = PhaseTracker(
+                recorder, self.span, self.context, self._server(), self.url.scheme in _TLS
+            )
+        return phases
+
     def queued_start(self) -> None:
         self.queued_ns = time_ns()
-        if self.phases is not None:
-            self.phases.queued()
+        phases = self._tracker()
+        if phases is not None:
+            phases.queued()
 
     def queued_end(self) -> None:
         if self.queued_ns:
@@ -242,8 +253,9 @@ class Attempt(BodyListener):
 
     def create_start(self) -> None:
         self.created = True
-        if self.phases is not None:
-            self.phases.setup_started(self.url.scheme)
+        phases = self._tracker()
+        if phases is not None:
+            phases.setup_started(self.url.scheme)
 
     def create_end(self) -> None:
         if self.phases is not None:
@@ -252,8 +264,9 @@ class Attempt(BodyListener):
     def dns_start(self, host: str) -> None:
         self.dns_started_ns = time_ns()
         self.dns_host = host
-        if self.phases is not None:
-            self.phases.dns_started(host)
+        phases = self._tracker()
+        if phases is not None:
+            phases.dns_started(host)
 
     def dns_end(self) -> None:
         # Measured even when the attempt is over: a cancelled request's lookup runs on.
@@ -264,14 +277,15 @@ class Attempt(BodyListener):
             self.phases.dns_over(now)
 
     def dns_cache_hit(self, host: str, joined: bool) -> None:
-        if self.phases is None:
+        phases = self._tracker()
+        if phases is None:
             return
         if joined:
             # Another request's lookup is in flight: this one waits for it, and that wait is
             # its DNS time.
-            self.phases.dns_started(host, joined=True)
+            phases.dns_started(host, joined=True)
         else:
-            self.phases.dns_cache_hit()
+            phases.dns_cache_hit()
 
     def _record_dns(self, now: int, attributes: Attributes) -> None:
         elapsed = now - self.dns_started_ns

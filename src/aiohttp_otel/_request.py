@@ -235,7 +235,7 @@ class RequestTrace(RequestListener):
 
     def dns_cache_hit(self, session: aiohttp.ClientSession, params: Any) -> None:
         attempt = self._attempt
-        if attempt is not None and attempt.phases is not None:
+        if attempt is not None and attempt.tracks_phases:
             attempt.dns_cache_hit(
                 params.host, _joined_lookup(session, params.host, attempt.url.port)
             )
