@@ -30,6 +30,7 @@ from yarl import URL
 from ._attempt import RECEIVING, Attempt
 from ._coexistence import evict_official
 from ._hooks import Hook, settle
+from ._probes.connect import joined_lookup
 from ._probes.protocol import RequestListener
 
 if TYPE_CHECKING:
@@ -237,7 +238,7 @@ class RequestTrace(RequestListener):
         attempt = self._attempt
         if attempt is not None and attempt.tracks_phases:
             attempt.dns_cache_hit(
-                params.host, _joined_lookup(session, params.host, attempt.url.port)
+                params.host, joined_lookup(session, params.host, attempt.url.port)
             )
 
     # -- what the probes tell ------------------------------------------------------------------
@@ -349,17 +350,6 @@ async def _finish_after(pending: Awaitable[Any], attempt: Attempt, end_ns: int) 
         await pending
     finally:
         attempt.finish(end_ns)
-
-
-def _joined_lookup(session: Any, host: str, port: int | None) -> bool:
-    """True when ``on_dns_cache_hit`` means "waiting for another request's lookup"."""
-    connector = getattr(session, "connector", None)
-    # Newer aiohttp keeps in-flight lookups in _throttle_dns_futures; early 3.10 releases
-    # in _throttle_dns_events.
-    pending = getattr(connector, "_throttle_dns_futures", None)
-    if pending is None:
-        pending = getattr(connector, "_throttle_dns_events", None)
-    return bool(pending) and (host, port) in pending  # type: ignore[operator]
 
 
 def _redirect_urls(url: URL, response: Any) -> tuple[str, ...]:

@@ -12,6 +12,9 @@ wrapped, once per process, each by the module named for what it watches:
   (the response body's chunks and its end);
 * ``lifecycle``: ``BaseConnector._release`` and ``ResponseHandler.connection_lost`` (pool state).
 
+One internal is read, not wrapped: the connector's in-flight DNS lookups
+(``connect.joined_lookup``).
+
 The probes call back through ``protocol`` only; they never import the code that records.
 """
 

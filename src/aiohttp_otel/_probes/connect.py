@@ -109,6 +109,17 @@ def install_connection_probe() -> None:
     TCPConnector._start_tls_connection = traced_start_tls  # type: ignore[method-assign]
 
 
+def joined_lookup(session: Any, host: str, port: int | None) -> bool:
+    """True when ``on_dns_cache_hit`` means "waiting for another request's lookup"."""
+    connector = getattr(session, "connector", None)
+    # Newer aiohttp keeps in-flight lookups in _throttle_dns_futures; early 3.10 releases
+    # in _throttle_dns_events.
+    pending = getattr(connector, "_throttle_dns_futures", None)
+    if pending is None:
+        pending = getattr(connector, "_throttle_dns_events", None)
+    return bool(pending) and (host, port) in pending  # type: ignore[operator]
+
+
 def _connecting_requests() -> tuple[RequestListener, ...]:
     holder = _connecting.get(None)
     return holder[0] if holder else ()
