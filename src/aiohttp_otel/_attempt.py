@@ -27,7 +27,7 @@ from yarl import URL
 
 from . import _semconv as sc
 from ._connection_record import ConnectionRecord, record_of
-from ._metrics import Tally, TallyKey, dns_error_type
+from ._metrics import Count, dns_error_type
 from ._phase_tracker import PhaseTracker
 from ._probes import body as _body
 from ._probes.protocol import RECORD_ATTR, BodyListener
@@ -99,7 +99,7 @@ class Attempt(BodyListener):
         "max_gap_ns",
         "_metric_attrs",
         "_late",
-        "_active_key",
+        "_active",
         "_counted",
         "_unwatch",
         "_request_capture",
@@ -158,8 +158,9 @@ class Attempt(BodyListener):
         #: the first phase, and a request on a pooled connection never needs one.
         self.tracks_phases = recording and inst.phase_recorder is not None
         self.phases: PhaseTracker | None = None
-        self._active_key: TallyKey = Tally.key(self._metric_attrs)
-        inst.instruments.active_requests.add(1, self._active_key)
+        #: This attempt's count in ``http.client.active_requests``.
+        self._active: Count = inst.instruments.active_requests.count(self._metric_attrs)
+        self._active.value += 1
         self._counted = True
 
     # -- what the attempt is ---------------------------------------------------------------
@@ -204,10 +205,9 @@ class Attempt(BodyListener):
             self.span.update_name(span_name)
             self.span.set_attributes(attributes)
         if self._counted:  # count it under the attributes it is recorded with
-            active = self._inst.instruments.active_requests
-            active.add(-1, self._active_key)
-            self._active_key = Tally.key(self._metric_attrs)
-            active.add(1, self._active_key)
+            self._active.value -= 1
+            self._active = self._inst.instruments.active_requests.count(self._metric_attrs)
+            self._active.value += 1
 
     def _server(self) -> Attributes:
         metric = self._metric_attrs
@@ -682,7 +682,7 @@ class Attempt(BodyListener):
         """Take this attempt off ``http.client.active_requests``, once."""
         if self._counted:
             self._counted = False
-            self._inst.instruments.active_requests.add(-1, self._active_key)
+            self._active.value -= 1
 
     def abandon(self) -> None:
         """After a fault in our own code: end what is open, quietly, and record nothing more."""

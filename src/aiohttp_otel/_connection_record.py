@@ -17,7 +17,7 @@ from typing import Any
 from opentelemetry.trace import SpanContext
 from opentelemetry.util.types import AttributeValue
 
-from ._metrics import Instruments, Tally
+from ._metrics import Count, Instruments
 from ._probes.protocol import RECORD_ATTR, ConnectionListener
 
 ACTIVE, IDLE, CLOSED = "active", "idle", "closed"
@@ -38,7 +38,7 @@ class ConnectionRecord(ConnectionListener):
         "_opened",
     )
 
-    # _active and _idle are the tally keys of the two states.
+    # _active and _idle are the counts of the two states, looked up once.
 
     def __init__(
         self,
@@ -52,32 +52,40 @@ class ConnectionRecord(ConnectionListener):
         self.peer = peer
         self._instruments = instruments
         self._attributes = attributes
-        key = Tally.key
-        self._active = key({**attributes, "http.connection.state": ACTIVE})
-        self._idle = key({**attributes, "http.connection.state": IDLE})
+        self._active = instruments.open_connections.count(
+            {**attributes, "http.connection.state": ACTIVE}
+        )
+        # Looked up at the first release: a state never entered is not reported.
+        self._idle: Count | None = None
         self._opened = time_ns()
         self.state = ACTIVE
-        instruments.open_connections.add(1, self._active)
+        self._active.value += 1
 
     def acquired(self) -> None:
         if self.state == IDLE:
-            counter = self._instruments.open_connections
-            counter.add(-1, self._idle)
-            counter.add(1, self._active)
+            assert self._idle is not None
+            self._idle.value -= 1
+            self._active.value += 1
             self.state = ACTIVE
 
     def released(self, still_open: bool) -> None:
         if self.state == ACTIVE and still_open:
-            counter = self._instruments.open_connections
-            counter.add(-1, self._active)
-            counter.add(1, self._idle)
+            idle = self._idle
+            if idle is None:
+                idle = self._idle = self._instruments.open_connections.count(
+                    {**self._attributes, "http.connection.state": IDLE}
+                )
+            self._active.value -= 1
+            idle.value += 1
             self.state = IDLE
 
     def closed(self) -> None:
         if self.state == CLOSED:
             return
         instruments = self._instruments
-        instruments.open_connections.add(-1, self._active if self.state == ACTIVE else self._idle)
+        count = self._idle if self.state == IDLE else self._active
+        assert count is not None
+        count.value -= 1
         instruments.connection_duration.record((time_ns() - self._opened) / 1e9, self._attributes)
         self.state = CLOSED
 

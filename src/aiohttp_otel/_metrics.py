@@ -49,7 +49,20 @@ _OLD_METRIC_NAMES = {
 }
 
 Attributes = Mapping[str, AttributeValue]
-TallyKey = tuple[tuple[str, AttributeValue], ...]
+
+
+class Count:
+    """The current value of an up-down count for one set of attributes.
+
+    Its owner (an attempt, a connection) looks it up once and then changes ``value`` in
+    place: a change is an integer add, with no hashing of attributes.
+    """
+
+    __slots__ = ("attributes", "value")
+
+    def __init__(self, attributes: dict[str, AttributeValue]) -> None:
+        self.attributes = attributes
+        self.value = 0
 
 
 class Tally:
@@ -57,29 +70,27 @@ class Tally:
 
     Requests and connections change these counts several times each; an SDK measurement per
     change (hashing its attributes every time) would cost more than the rest of the request's
-    telemetry. A tally is a dict lookup and an integer add; the reader sees the same values
-    through an asynchronous UpDownCounter.
+    telemetry. The reader sees the same values through an asynchronous UpDownCounter.
     """
 
-    __slots__ = ("_values",)
+    __slots__ = ("_counts",)
 
     def __init__(self) -> None:
-        # key -> [attributes, value]; a set of attributes once seen keeps reporting (0 too).
-        self._values: dict[TallyKey, list[Any]] = {}
+        # A set of attributes once seen keeps reporting (0 too).
+        self._counts: dict[tuple[tuple[str, AttributeValue], ...], Count] = {}
 
-    @staticmethod
-    def key(attributes: Attributes) -> TallyKey:
-        return tuple(attributes.items())
-
-    def add(self, amount: int, key: TallyKey) -> None:
-        entry = self._values.get(key)
-        if entry is None:
-            self._values[key] = entry = [dict(key), 0]
-        entry[1] += amount
+    def count(self, attributes: Attributes) -> Count:
+        """The count for these attributes, made at its first use."""
+        key = tuple(attributes.items())
+        found = self._counts.get(key)
+        if found is None:
+            # setdefault: two threads making the same new count keep one of them.
+            found = self._counts.setdefault(key, Count(dict(key)))
+        return found
 
     def observe(self, _options: CallbackOptions) -> list[Observation]:
         # Called from the reader's thread: take a snapshot of the entries first.
-        return [Observation(value, attributes) for attributes, value in list(self._values.values())]
+        return [Observation(c.value, c.attributes) for c in list(self._counts.values())]
 
 
 class SafeHistogram:

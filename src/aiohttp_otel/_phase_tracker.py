@@ -157,7 +157,9 @@ class PhaseTracker:
             attributes = sc.peer_attributes(peer)
             if attributes is not None:
                 connect.attributes.update(attributes)
-                connect.attributes["network.type"] = "ipv6" if sock.family == 10 else "ipv4"
+                # An IPv6 peer name is a 4-tuple. (Read from it: ``sock.family`` converts to
+                # an enum on every read.)
+                connect.attributes["network.type"] = "ipv6" if len(peer) == 4 else "ipv4"
             self.end(ph.SOCKET_CONNECT)
         if not self._tls:
             return
