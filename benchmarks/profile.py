@@ -1,23 +1,28 @@
 """Where a traced request's time goes: aiohttp, the OpenTelemetry SDK, or this package's code.
 
-    python -m pip install -e . opentelemetry-sdk py-spy
+    python -m pip install -e . opentelemetry-sdk opentelemetry-instrumentation-aiohttp-client py-spy
     python benchmarks/profile.py --workload keepalive
     python benchmarks/profile.py --workload concurrent --mode ours-events --top 20
+    python benchmarks/profile.py --workload sampled-out --mode floor
 
 One workload of ``run.py`` runs in a loop under the sampling profiler py-spy (which pauses the
 process to read a consistent stack, and needs no change to the code it profiles). Every sample is
 given to one owner, by walking its stack from the innermost frame outwards:
 
-* **ours**: the first frame of a package (aiohttp or ours) is ours, and nothing between it and
-  the innermost frame is the SDK's (yarl, the standard library and the like count for the
-  code that called them);
-* **the SDK, called by us**: the first package frame is ours and an ``opentelemetry`` frame is
-  below it; the row is named after the SDK function we called;
+* **the instrumentation's own code**: the first frame of a package (aiohttp or the
+  instrumentation) is the instrumentation's, and nothing between it and the innermost frame is
+  the SDK's (yarl, the standard library and the like count for the code that called them);
+* **OpenTelemetry, called by the instrumentation**: the first package frame is the
+  instrumentation's and an ``opentelemetry`` frame (the API, the SDK, the official package's
+  helpers) is below it; the row is named after the function it called;
 * **aiohttp and the event loop**: the first package frame is aiohttp's (with aiosignal,
   aiohappyeyeballs and the event loop), or there is none (the benchmark's own loop).
 
-The shares come from the profile; the microseconds from the same loop run again without the
-profiler, so that its slowdown does not count. ``bare`` is the same loop with no TraceConfig.
+The instrumentation is this package for the ``ours`` modes, ``benchmarks/floor.py`` for
+``floor`` and ``opentelemetry-instrumentation-aiohttp-client`` for ``official``, so the three
+can be set side by side. The shares come from the profile; the microseconds from the same loop
+run again without the profiler, so that its slowdown does not count. ``bare`` is the same loop
+with no TraceConfig.
 """
 
 from __future__ import annotations
@@ -41,8 +46,20 @@ import run  # the workloads, modes and server of the benchmark
 
 # Packages whose frames own a sample; anything else counts for the code that called it.
 _AIOHTTP = ("/aiohttp/", "/aiosignal/", "/aiohappyeyeballs/", "/asyncio/")
-_OURS = "/aiohttp_otel/"
 _SDK = "/opentelemetry/"
+#: Whose code is "ours" in each kind of mode: this package's, the floor's, the official one's.
+_INSTRUMENTATION = {
+    "ours": "/aiohttp_otel/",
+    "floor": os.path.join("benchmarks", "floor.py"),
+    "official": "/opentelemetry/instrumentation/",
+}
+
+
+def instrumentation_of(mode: str) -> str:
+    """The path that marks the frames of the instrumentation a mode runs."""
+    return _INSTRUMENTATION[mode.split("-")[0]] if mode != "bare" else _INSTRUMENTATION["ours"]
+
+
 _RESULT = "µs per request: "
 #: Samples of the workload are inside ``asyncio.run``; the others are the process starting
 #: (imports, the trace configs being made).
@@ -65,15 +82,16 @@ def child(workload: str, mode: str, requests: int, port: int) -> None:
     print(f"{_RESULT}{(time.process_time() - cpu0) / done * 1e6:.2f}")
 
 
-def _owner(frames: list[str]) -> tuple[str, str]:
-    """``(owner, row)`` of one sample's stack (outermost frame first)."""
+def _owner(frames: list[str], ours: str) -> tuple[str, str]:
+    """``(owner, row)`` of one sample's stack (outermost frame first); ``ours`` marks the
+    instrumentation's frames."""
     sdk_callee = None
     for frame in reversed(frames):
         match = _FRAME.match(frame)
         if match is None:
             continue
         path = match["file"]
-        if _OURS in path:
+        if ours in path:
             if sdk_callee is not None:
                 return "sdk", sdk_callee
             return "ours", match["function"]
@@ -84,7 +102,7 @@ def _owner(frames: list[str]) -> tuple[str, str]:
     return "aiohttp", ""
 
 
-def attribute(raw_path: str) -> tuple[int, dict[str, collections.Counter[str]]]:
+def attribute(raw_path: str, ours: str) -> tuple[int, dict[str, collections.Counter[str]]]:
     """Samples per owner and row, from py-spy's raw (collapsed stack) output."""
     owners: dict[str, collections.Counter[str]] = {
         "aiohttp": collections.Counter(),
@@ -102,7 +120,7 @@ def attribute(raw_path: str) -> tuple[int, dict[str, collections.Counter[str]]]:
                 continue  # start-up
             samples = int(count)
             total += samples
-            owner, row = _owner(frames)
+            owner, row = _owner(frames, ours)
             owners[owner][row] += samples
     return total, owners
 
@@ -165,7 +183,7 @@ def main() -> None:
             raw = os.path.join(scratch, "samples.txt")
             record = [py_spy, "record", "--full-filenames", "-r", str(args.rate)]
             loop_time(args, port, args.mode, [*record, "-f", "raw", "-o", raw, "--"])
-            total, owners = attribute(raw)
+            total, owners = attribute(raw, instrumentation_of(args.mode))
             if args.raw:
                 shutil.copyfile(raw, args.raw)
         per_request = loop_time(args, port, args.mode, [])
@@ -180,17 +198,21 @@ def main() -> None:
     spec = run.WORKLOADS[args.workload]
     print(
         f"{args.workload} ({spec.note}), mode {args.mode}: {per_request:.1f} µs of CPU per "
-        f"request, bare {bare:.1f} µs; {total} samples"
+        f"request, bare {bare:.1f} µs, overhead {per_request - bare:.1f} µs; {total} samples"
     )
     titles = {
         "aiohttp": "aiohttp and the event loop",
-        "sdk": "the SDK, called by us",
-        "ours": "our own code",
+        "sdk": "OpenTelemetry, called by the instrumentation",
+        "ours": "the instrumentation's own code",
     }
     for owner, rows in owners.items():
-        print(f"  {titles[owner]:44s} {us(sum(rows.values())):7.1f} µs")
+        spent = us(sum(rows.values()))
         if owner == "aiohttp":
+            # Of the overhead, this part is aiohttp dispatching the signals, and every line
+            # of it running slower for the caches the telemetry evicts.
+            print(f"  {titles[owner]:44s} {spent:7.1f} µs  ({spent - bare:+.1f} over bare)")
             continue
+        print(f"  {titles[owner]:44s} {spent:7.1f} µs")
         for row, samples in rows.most_common(args.top):
             print(f"      {row:40s} {us(samples):7.1f}")
 
