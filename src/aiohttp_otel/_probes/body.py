@@ -26,7 +26,7 @@ from aiohttp.client_proto import ResponseHandler
 from aiohttp.streams import EmptyStreamReader, StreamReader
 
 from .._semconv import is_cancellation
-from .protocol import ORIGINAL_ATTR, BodyListener, guarded
+from .protocol import ORIGINAL_ATTR, BodyListener, fault
 
 #: id(stream) -> the listener of the body it carries; only while the body is being received.
 _receiving: dict[int, BodyListener] = {}
@@ -49,7 +49,10 @@ def install_body_probe() -> None:
         if _chunks and data:
             listener = _chunks.get(id(self))
             if listener is not None:
-                guarded(KIND, listener.body_chunk, data)
+                try:
+                    listener.body_chunk(data)
+                except Exception as exc:
+                    fault(KIND, listener, exc)
         return result
 
     def traced_set_exception(self: StreamReader, exc: BaseException, *args: Any, **kw: Any) -> Any:
@@ -57,7 +60,10 @@ def install_body_probe() -> None:
         if _receiving:
             listener = _receiving.get(id(self))
             if listener is not None:
-                guarded(KIND, listener.body_failed, exc)
+                try:
+                    listener.body_failed(exc)
+                except Exception as ours:
+                    fault(KIND, listener, ours)
         return result
 
     setattr(traced_feed_data, ORIGINAL_ATTR, feed_data)
@@ -76,7 +82,10 @@ def _cutting_off(close: Callable[[ResponseHandler], None]) -> Callable[[Response
             payload = getattr(self, "_payload", None)
             listener = None if payload is None else _receiving.get(id(payload))
             if listener is not None:
-                guarded(KIND, listener.body_abandoned)
+                try:
+                    listener.body_abandoned()
+                except Exception as exc:
+                    fault(KIND, listener, exc)
         close(self)
 
     setattr(traced_close, ORIGINAL_ATTR, close)
@@ -118,7 +127,7 @@ def watch(listener: BodyListener, response: Any, chunks: bool = True) -> Callabl
     owner = weakref.ref(response)
     for name in ("release", "close"):
         setattr(response, name, _ending(owner, name, listener))
-    finalizer = weakref.finalize(response, listener.body_abandoned)
+    finalizer = weakref.finalize(response, _abandoned, listener)
 
     def unwatch() -> None:
         _receiving.pop(key, None)
@@ -126,6 +135,15 @@ def watch(listener: BodyListener, response: Any, chunks: bool = True) -> Callabl
         finalizer.detach()
 
     return unwatch
+
+
+def _abandoned(listener: BodyListener) -> None:
+    """The response was collected unreleased (from its finalizer, where a fault would only be
+    printed: it is ours to log)."""
+    try:
+        listener.body_abandoned()
+    except Exception as exc:
+        fault(KIND, listener, exc)
 
 
 def buffered(response: Any) -> tuple[bytes, ...]:
@@ -146,10 +164,13 @@ def _ending(owner: weakref.ref[Any], name: str, listener: BodyListener) -> Calla
         # cancels the read without failing the stream): then the body failed, it was not
         # let go of.
         failure = sys.exc_info()[1]
-        if failure is not None and not is_cancellation(failure):
-            guarded(KIND, listener.body_failed, failure)
-        else:
-            guarded(KIND, listener.body_released)
+        try:
+            if failure is not None and not is_cancellation(failure):
+                listener.body_failed(failure)
+            else:
+                listener.body_released()
+        except Exception as exc:
+            fault(KIND, listener, exc)
         response = owner()
         if response is None:
             return None

@@ -23,7 +23,7 @@ from typing import Any
 import aiohappyeyeballs
 from aiohttp.connector import BaseConnector, Connection, TCPConnector
 
-from .protocol import ORIGINAL_ATTR, RequestListener, guarded, request_listeners
+from .protocol import ORIGINAL_ATTR, RequestListener, fault, request_listeners
 
 KIND = "connection probe"
 
@@ -48,7 +48,11 @@ def install_connection_probe() -> None:
         if not requests:
             return await original(self, req, *args, **kwargs)
         for request in requests:
-            pending = guarded(KIND, request.attempt_connecting, req)
+            try:
+                pending = request.attempt_connecting(req)
+            except Exception as exc:
+                fault(KIND, request, exc)
+                continue
             if pending is not None:
                 await pending  # a response hook of the attempt this one replaces; never raises
         holder = [requests]
@@ -57,13 +61,19 @@ def install_connection_probe() -> None:
             connection = await original(self, req, *args, **kwargs)
         except BaseException as exc:
             for request in requests:
-                guarded(KIND, request.connect_failed, exc)
+                try:
+                    request.connect_failed(exc)
+                except Exception as ours:
+                    fault(KIND, request, ours)
             raise
         finally:
             holder.clear()
             _connecting.reset(token)
         for request in requests:
-            guarded(KIND, request.connection_acquired, connection)
+            try:
+                request.connection_acquired(connection)
+            except Exception as exc:
+                fault(KIND, request, exc)
         return connection
 
     setattr(connect, ORIGINAL_ATTR, original)
@@ -77,15 +87,24 @@ def install_connection_probe() -> None:
         if not requests:
             return await start_connection(addr_infos, *args, **kwargs)
         for request in requests:
-            guarded(KIND, request.socket_connect_start, addr_infos)
+            try:
+                request.socket_connect_start(addr_infos)
+            except Exception as exc:
+                fault(KIND, request, exc)
         try:
             sock = await start_connection(addr_infos, *args, **kwargs)
         except BaseException as exc:
             for request in requests:
-                guarded(KIND, request.socket_connect_failed, exc)
+                try:
+                    request.socket_connect_failed(exc)
+                except Exception as ours:
+                    fault(KIND, request, ours)
             raise
         for request in requests:
-            guarded(KIND, request.socket_connect_done, sock)
+            try:
+                request.socket_connect_done(sock)
+            except Exception as exc:
+                fault(KIND, request, exc)
         return sock
 
     setattr(traced_start_connection, ORIGINAL_ATTR, start_connection)
@@ -99,10 +118,16 @@ def install_connection_probe() -> None:
         if not requests:
             return await start_tls(self, *args, **kwargs)
         for request in requests:
-            guarded(KIND, request.tunnel_tls_start)
+            try:
+                request.tunnel_tls_start()
+            except Exception as exc:
+                fault(KIND, request, exc)
         result = await start_tls(self, *args, **kwargs)
         for request in requests:
-            guarded(KIND, request.tunnel_tls_done, result[0])
+            try:
+                request.tunnel_tls_done(result[0])
+            except Exception as exc:
+                fault(KIND, request, exc)
         return result
 
     setattr(traced_start_tls, ORIGINAL_ATTR, start_tls)

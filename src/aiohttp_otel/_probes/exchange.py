@@ -15,7 +15,7 @@ from typing import Any
 
 from aiohttp.client_reqrep import ClientRequest, ClientResponse
 
-from .protocol import ORIGINAL_ATTR, guarded, request_listeners
+from .protocol import ORIGINAL_ATTR, fault, request_listeners
 
 KIND = "exchange probe"
 
@@ -35,10 +35,16 @@ def install_exchange_probe() -> None:
             result = await start(self, *args, **kwargs)
         except BaseException as exc:
             for request in requests:
-                guarded(KIND, request.response_failed, exc)
+                try:
+                    request.response_failed(exc)
+                except Exception as ours:
+                    fault(KIND, request, ours)
             raise
         for request in requests:
-            guarded(KIND, request.response_started, self)
+            try:
+                request.response_started(self)
+            except Exception as exc:
+                fault(KIND, request, exc)
         return result
 
     setattr(traced_start, ORIGINAL_ATTR, start)
@@ -52,7 +58,10 @@ def install_exchange_probe() -> None:
         requests = request_listeners(self._traces)
         if requests and not _write_failed(args[1] if len(args) > 1 else kwargs.get("conn")):
             for request in requests:
-                guarded(KIND, request.body_written)
+                try:
+                    request.body_written()
+                except Exception as exc:
+                    fault(KIND, request, exc)
 
     setattr(traced_write_bytes, ORIGINAL_ATTR, write_bytes)
     ClientRequest.write_bytes = traced_write_bytes  # type: ignore[method-assign]

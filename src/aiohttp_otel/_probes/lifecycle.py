@@ -14,7 +14,7 @@ from typing import Any
 from aiohttp.client_proto import ResponseHandler
 from aiohttp.connector import BaseConnector
 
-from .protocol import ORIGINAL_ATTR, guarded, listener_of
+from .protocol import ORIGINAL_ATTR, fault, listener_of
 
 KIND = "connection metrics"
 
@@ -30,14 +30,20 @@ def install_lifecycle_probe() -> None:
         result = release(self, key, protocol, *args, **kw)
         listener = listener_of(protocol)
         if listener is not None:
-            guarded(KIND, listener.released, protocol.is_connected())
+            try:
+                listener.released(protocol.is_connected())
+            except Exception as exc:
+                fault(KIND, listener, exc)
         return result
 
     def traced_connection_lost(self: ResponseHandler, exc: BaseException | None) -> None:
         connection_lost(self, exc)
         listener = listener_of(self)
         if listener is not None:
-            guarded(KIND, listener.closed)
+            try:
+                listener.closed()
+            except Exception as exc:
+                fault(KIND, listener, exc)
 
     setattr(traced_release, ORIGINAL_ATTR, release)
     setattr(traced_connection_lost, ORIGINAL_ATTR, connection_lost)

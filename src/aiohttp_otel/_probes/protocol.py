@@ -8,7 +8,7 @@ code that records. The import graph stays a line: probes -> this module <- the r
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Sequence
 from typing import Any
 
 from .._diagnostics import report_fault
@@ -100,10 +100,13 @@ def listener_of(protocol: Any) -> ConnectionListener | None:
     return listener if isinstance(listener, ConnectionListener) else None
 
 
-def request_listeners(traces: Iterable[Any] | None) -> tuple[RequestListener, ...]:
+def request_listeners(traces: Sequence[Any] | None) -> tuple[RequestListener, ...]:
     """The traced requests among aiohttp's ``Trace`` objects (almost always one or none)."""
     if not traces:
         return ()
+    if len(traces) == 1:  # the common case, without the loop
+        listener = getattr(traces[0], "_trace_config_ctx", None)
+        return (listener,) if isinstance(listener, RequestListener) and listener.traced else ()
     found: tuple[RequestListener, ...] = ()
     for trace in traces:
         listener = getattr(trace, "_trace_config_ctx", None)
@@ -112,16 +115,17 @@ def request_listeners(traces: Iterable[Any] | None) -> tuple[RequestListener, ..
     return found
 
 
-def guarded(kind: str, step: Callable[..., Any], *args: Any) -> Any:
-    """Run a listener's step; a fault is ours, logged once, and never reaches aiohttp."""
-    try:
-        return step(*args)
-    except Exception as exc:
-        report_fault(kind, exc)
-        abandon = getattr(getattr(step, "__self__", None), "abandon", None)
-        if abandon is not None:
-            try:
-                abandon()
-            except Exception as again:
-                report_fault(kind, again)
-        return None
+def fault(kind: str, listener: object, exc: Exception) -> None:
+    """A listener's step raised. The fault is ours: it is logged once, and the listener stops
+    recording (``abandon()``), so it never reaches aiohttp.
+
+    The probes call a step inside ``try`` themselves and this only on the way out: the step
+    that did not fail costs no extra call.
+    """
+    report_fault(kind, exc)
+    abandon = getattr(listener, "abandon", None)
+    if abandon is not None:
+        try:
+            abandon()
+        except Exception as again:
+            report_fault(kind, again)
