@@ -373,7 +373,6 @@ async def test_the_schema_url_and_the_extra_instruments(
         "server.address": "localhost",
         "server.port": http_server.port,
         "network.protocol.version": "1.1",
-        "url.scheme": "http",
     }
 
 

@@ -212,7 +212,6 @@ async def test_stable_duration_metric(
         "http.request.method": "GET",
         "server.address": "localhost",
         "server.port": server.port,
-        "url.scheme": server.scheme,
         "http.response.status_code": 200,
         "network.protocol.version": "1.1",
     }
@@ -234,7 +233,6 @@ async def test_stable_duration_metric_on_an_error_status(
         "http.request.method": "GET",
         "server.address": "localhost",
         "server.port": http_server.port,
-        "url.scheme": "http",
         "http.response.status_code": 404,
         "network.protocol.version": "1.1",
         "error.type": "404",
@@ -288,7 +286,6 @@ async def test_http_dup_records_both_duration_metrics(
         "http.request.method": "GET",
         "server.address": "localhost",
         "server.port": server.port,
-        "url.scheme": server.scheme,
         "http.response.status_code": 200,
         "network.protocol.version": "1.1",
     }

@@ -44,7 +44,6 @@ _OLD_METRIC_NAMES = {
     sc.HTTP_RESPONSE_STATUS_CODE: sc.OLD_HTTP_STATUS_CODE,
     sc.SERVER_ADDRESS: sc.OLD_NET_PEER_NAME,
     sc.SERVER_PORT: sc.OLD_NET_PEER_PORT,
-    sc.URL_SCHEME: "http.scheme",
     sc.NETWORK_PROTOCOL_VERSION: "http.flavor",
 }
 
@@ -183,10 +182,12 @@ class Instruments:
             explicit_bucket_boundaries_advisory=list(DURATION_BUCKETS_S),
         )
 
-    def record_duration(self, elapsed_ns: int, attributes: Attributes) -> None:
+    def record_duration(self, elapsed_ns: int, attributes: Attributes, scheme: str) -> None:
         self.request_duration.record(elapsed_ns / 1e9, attributes)
         if self.old_duration is not None:
             old = {_OLD_METRIC_NAMES[k]: v for k, v in attributes.items() if k in _OLD_METRIC_NAMES}
+            # The pre-1.21 series always had the scheme; the stable one leaves it out (opt-in).
+            old["http.scheme"] = scheme
             self.old_duration.record(elapsed_ns / 1e6, old)
 
 
