@@ -32,6 +32,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode
 
 from aiohttp_otel import create_trace_config
+from aiohttp_otel._trace_config import PHASES_ONLY
 
 from .conftest import (
     Server,
@@ -629,6 +630,19 @@ async def test_phases_off_records_no_phases(
         assert phase_events(span) == {}
         assert "aiohttp.dns.cache_hit" not in attrs(span)
         assert_unset(span)
+
+
+@pytest.mark.parametrize("phases", ["spans", "events", "off"])
+def test_the_handlers_only_phases_need_are_registered_only_with_phases(phases: str) -> None:
+    """aiohttp calls every handler registered for a signal that fires; with the phases off,
+    the end of a connection's setup and a DNS cache hit have nothing to tell."""
+    config = create_trace_config(phases=phases)
+    listened = {name for name in PHASES_ONLY if len(getattr(config, name))}
+    assert listened == (set() if phases == "off" else set(PHASES_ONLY))
+    # Everything else is listened to whatever the option.
+    assert len(config.on_connection_create_start) == 1
+    assert len(config.on_dns_resolvehost_end) == 1
+    assert len(config.on_connection_queued_end) == 1
 
 
 # -- 7. failures ------------------------------------------------------------------------------

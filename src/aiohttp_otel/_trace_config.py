@@ -60,6 +60,10 @@ def _handler(step: _Step) -> Callable[[aiohttp.ClientSession, RequestTrace, Any]
 
 _HANDLERS = tuple((signal, _handler(step)) for signal, step in SIGNALS)
 
+#: Signals that only the connection phases need: with ``phases="off"`` nothing listens to them,
+#: and aiohttp does not call a handler that has nothing to do.
+PHASES_ONLY = frozenset({"on_connection_create_end", "on_dns_cache_hit"})
+
 
 class OtelTraceConfig(aiohttp.TraceConfig):
     """An :class:`aiohttp.TraceConfig` that traces requests with OpenTelemetry."""
@@ -69,8 +73,10 @@ class OtelTraceConfig(aiohttp.TraceConfig):
             trace_config_ctx_factory=functools.partial(RequestTrace, instrumentation)  # type: ignore[arg-type]
         )
         self.instrumentation = instrumentation
+        phases = instrumentation.phase_recorder is not None
         for signal, handler in _HANDLERS:
-            getattr(self, signal).append(handler)
+            if phases or signal not in PHASES_ONLY:
+                getattr(self, signal).append(handler)
 
 
 def create_trace_config(
