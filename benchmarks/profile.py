@@ -21,8 +21,8 @@ given to one owner, by walking its stack from the innermost frame outwards:
 The instrumentation is this package for the ``ours`` modes, ``benchmarks/floor.py`` for
 ``floor`` and ``opentelemetry-instrumentation-aiohttp-client`` for ``official``, so the three
 can be set side by side. The shares come from the profile; the microseconds from the same loop
-run again without the profiler, so that its slowdown does not count. ``bare`` is the same loop
-with no TraceConfig.
+run again without the profiler (the median of ``--rounds`` runs, in turns with bare), so that
+its slowdown does not count. ``bare`` is the same loop with no TraceConfig.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ import os
 import re
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -155,6 +156,9 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=20000)
     parser.add_argument("--rate", type=int, default=1000, help="samples per second")
     parser.add_argument("--top", type=int, default=12, help="rows per owner")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="unprofiled runs of the mode and of bare, in turns"
+    )
     parser.add_argument("--raw", help="also keep py-spy's samples in this file")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -186,8 +190,13 @@ def main() -> None:
             total, owners = attribute(raw, instrumentation_of(args.mode))
             if args.raw:
                 shutil.copyfile(raw, args.raw)
-        per_request = loop_time(args, port, args.mode, [])
-        bare = loop_time(args, port, "bare", [])
+        # In turns, so that a machine getting faster or slower moves both alike.
+        times: dict[str, list[float]] = {args.mode: [], "bare": []}
+        for _ in range(args.rounds):
+            for mode, spent in times.items():
+                spent.append(loop_time(args, port, mode, []))
+        per_request = statistics.median(times[args.mode])
+        bare = statistics.median(times["bare"])
     finally:
         server.terminate()
         server.join(5)
