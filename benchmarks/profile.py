@@ -30,11 +30,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
-import multiprocessing
 import os
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -170,19 +168,8 @@ def main() -> None:
     if py_spy is None:
         raise SystemExit("profile.py needs py-spy: python -m pip install py-spy")
 
-    port = run.free_port()
-    server = multiprocessing.Process(target=run.serve, args=(port,), daemon=True)
-    server.start()
+    port, server = run.start_server()
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise SystemExit("the benchmark server did not start") from None
-                time.sleep(0.05)
         with tempfile.TemporaryDirectory() as scratch:
             raw = os.path.join(scratch, "samples.txt")
             record = [py_spy, "record", "--full-filenames", "-r", str(args.rate)]

@@ -83,6 +83,23 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def start_server() -> tuple[int, multiprocessing.Process]:
+    """The benchmark server in a child process, once it accepts connections."""
+    port = free_port()
+    server = multiprocessing.Process(target=serve, args=(port,), daemon=True)
+    server.start()
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return port, server
+        except OSError:
+            if time.monotonic() > deadline:
+                server.terminate()
+                raise SystemExit("the benchmark server did not start") from None
+            time.sleep(0.05)
+
+
 # -- modes -------------------------------------------------------------------------------------
 
 
@@ -325,18 +342,7 @@ def main() -> None:
     rounds = 3 if args.quick else args.rounds
     chosen = args.workload or list(WORKLOADS)
 
-    port = free_port()
-    server = multiprocessing.Process(target=serve, args=(port,), daemon=True)
-    server.start()
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline:
-                raise SystemExit("the benchmark server did not start") from None
-            time.sleep(0.05)
+    port, server = start_server()
     base = f"http://localhost:{port}"
     global REFUSED_PORT
     REFUSED_PORT = free_port()
