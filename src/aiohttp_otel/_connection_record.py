@@ -52,14 +52,18 @@ class ConnectionRecord(ConnectionListener):
         self.peer = peer
         self._instruments = instruments
         self._attributes = attributes
-        self._active = instruments.open_connections.count(
-            {**attributes, "http.connection.state": ACTIVE}
-        )
+        self._active = self._count(ACTIVE)
         # Looked up at the first release: a state never entered is not reported.
         self._idle: Count | None = None
         self._opened = time_ns()
         self.state = ACTIVE
         self._active.value += 1
+
+    def _count(self, state: str) -> Count:
+        """This connection's count in ``http.client.open_connections`` while in ``state``."""
+        return self._instruments.open_connections.count(
+            {**self._attributes, "http.connection.state": state}
+        )
 
     def acquired(self) -> None:
         if self.state == IDLE:
@@ -72,9 +76,7 @@ class ConnectionRecord(ConnectionListener):
         if self.state == ACTIVE and still_open:
             idle = self._idle
             if idle is None:
-                idle = self._idle = self._instruments.open_connections.count(
-                    {**self._attributes, "http.connection.state": IDLE}
-                )
+                idle = self._idle = self._count(IDLE)
             self._active.value -= 1
             idle.value += 1
             self.state = IDLE

@@ -8,7 +8,7 @@ code that records. The import graph stays a line: probes -> this module <- the r
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable
 from typing import Any
 
 from .._diagnostics import report_fault
@@ -100,13 +100,10 @@ def listener_of(protocol: Any) -> ConnectionListener | None:
     return listener if isinstance(listener, ConnectionListener) else None
 
 
-def request_listeners(traces: Sequence[Any] | None) -> tuple[RequestListener, ...]:
+def request_listeners(traces: Iterable[Any] | None) -> tuple[RequestListener, ...]:
     """The traced requests among aiohttp's ``Trace`` objects (almost always one or none)."""
     if not traces:
         return ()
-    if len(traces) == 1:  # the common case, without the loop
-        listener = getattr(traces[0], "_trace_config_ctx", None)
-        return (listener,) if isinstance(listener, RequestListener) and listener.traced else ()
     found: tuple[RequestListener, ...] = ()
     for trace in traces:
         listener = getattr(trace, "_trace_config_ctx", None)
